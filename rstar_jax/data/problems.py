@@ -1,0 +1,145 @@
+"""Problem files: one ``Problem`` type for every benchmark format we read.
+
+Accepted records (``.jsonl``, one object a line, or ``.json``, an array of objects):
+
+- ours:            ``id, question, answer, meta``
+- GSM8K:           ``question``, ``answer`` = worked solution ending ``#### 1,234``
+- MATH / MATH-500: ``problem``, ``answer`` (optional ``solution``, ``unique_id``)
+- rStar eval sets: ``index``, ``question``, ``answer``
+- OlympiadBench:   ``question``, ``final_answer`` (a list)
+- Minerva math:    ``problem``, ``solution`` with the answer in the last ``\\boxed{}``
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+_QUESTION_KEYS = ("question", "problem")
+_ID_KEYS = ("id", "unique_id")
+# Fields turned into Problem attributes; everything else lands in ``meta``.
+_CONSUMED = {"id", "unique_id", "question", "problem", "answer", "final_answer", "meta"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One problem: ``answer`` is the gold final answer as a string (no ``\\boxed``; may be
+    empty where the source has none, which no prediction matches)."""
+
+    id: str
+    question: str
+    answer: str
+    meta: dict = dataclasses.field(default_factory=dict, hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "question": self.question, "answer": self.answer, "meta": self.meta}
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` in ``text`` (braces matched), or None."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    i = start + len("\\boxed{")
+    depth = 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+def _gold_answer(record: dict) -> tuple[str, str | None]:
+    """(gold answer, worked solution or None) of one record, whichever format it is in."""
+    if "answer" in record and record["answer"] is not None:
+        answer = record["answer"]
+        if isinstance(answer, str) and "####" in answer:  # GSM8K: worked solution, then the number
+            solution, gold = answer.rsplit("####", 1)
+            return gold.strip().replace(",", ""), solution.strip()
+        return str(answer).strip(), record.get("solution")
+    if "final_answer" in record:
+        answers = record["final_answer"]
+        answers = answers if isinstance(answers, list) else [answers]
+        return ", ".join(str(a).strip().strip("$").strip() for a in answers), None
+    solution = record.get("solution")
+    if isinstance(solution, str) and (boxed := last_boxed(solution)) is not None:
+        return boxed.strip(), solution
+    raise ValueError("no answer: expected 'answer', 'final_answer' or a \\boxed{} in 'solution'")
+
+
+def problem_from_record(record: Any, default_id: str) -> Problem:
+    """Convert one parsed record; raises ValueError with the reason if it is malformed."""
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    question = next((record[k] for k in _QUESTION_KEYS if isinstance(record.get(k), str)), None)
+    if question is None or not question.strip():
+        raise ValueError("no question: expected a non-empty 'question' or 'problem' string")
+    # An empty gold answer is kept (2 records of gaokao2023en have one): it grades as wrong.
+    answer, solution = _gold_answer(record)
+    pid = next((str(record[k]) for k in _ID_KEYS if record.get(k) is not None), default_id)
+    if isinstance(record.get("meta"), dict):
+        meta = dict(record["meta"])
+    else:
+        meta = {k: v for k, v in record.items() if k not in _CONSUMED}
+        if solution is not None:
+            meta["solution"] = solution
+    return Problem(id=pid, question=question, answer=answer, meta=meta)
+
+
+def _records(path: Path) -> Iterator[tuple[str, Any]]:
+    """(location, parsed record) pairs; location is ``file:line`` or ``file:[index]``."""
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{path}:{lineno}", json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: invalid JSON: {e}") from None
+    elif path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e}") from None
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON array of problems, got {type(data).__name__}")
+        for i, record in enumerate(data):
+            yield f"{path}:[{i}]", record
+    else:
+        raise ValueError(f"{path}: unsupported problem file suffix {path.suffix!r} (use .jsonl or .json)")
+
+
+def load_problems(path: str | os.PathLike, limit: int | None = None) -> list[Problem]:
+    """Read up to ``limit`` problems from a ``.jsonl`` or ``.json`` file in any supported format."""
+    path = Path(path)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    problems: list[Problem] = []
+    for i, (where, record) in enumerate(_records(path)):
+        if limit is not None and len(problems) >= limit:
+            break
+        index = record.get("index", i) if isinstance(record, dict) else i
+        try:
+            problems.append(problem_from_record(record, default_id=f"{path.parent.name}/{path.stem}-{index}"))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    return problems
+
+
+def save_problems(problems: list[Problem], path: str | os.PathLike) -> None:
+    """Write problems as our ``.jsonl`` format, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        raise ValueError(f"{path}: problems are saved as .jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for p in problems:
+            f.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

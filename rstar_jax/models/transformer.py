@@ -1,0 +1,264 @@
+"""The decoder-only transformer (Qwen2/Llama family) as Flax modules used functionally.
+
+Public functions are pure in ``(config, params, ...)``; Flax only structures the
+parameters. Shapes: B batch, T new tokens, S cache slots, D hidden, H query
+heads, G = H // Hkv query heads per KV head, Dh head dim, V vocab, L layers.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax import struct
+
+from rstar_jax.models.config import ModelConfig
+
+Params = dict[str, Any]
+
+
+@struct.dataclass
+class KVCache:
+    """Fixed-capacity KV cache shared by all rows of a batch.
+
+    k, v:  [L, B, S, Hkv, Dh]  keys/values per slot
+    mask:  [B, S] bool         slot holds a real (non-pad) token
+    pos:   [B] int32           next RoPE position per row (= real tokens so far)
+    index: [] int32            next slot to write (same for every row)
+    """
+
+    k: jax.Array
+    v: jax.Array
+    mask: jax.Array
+    pos: jax.Array
+    index: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+
+def init_cache(config: ModelConfig, batch: int, capacity: int) -> KVCache:
+    shape = (config.num_layers, batch, capacity, config.num_kv_heads, config.head_dim)
+    dt = jnp.dtype(config.dtype)
+    return KVCache(jnp.zeros(shape, dt), jnp.zeros(shape, dt), jnp.zeros((batch, capacity), bool),
+                   jnp.zeros((batch,), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """HF-style rotate-half RoPE. x [B, T, N, Dh], positions [B, T]."""
+    dh = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, dh, 2, dtype=jnp.float32) / dh))
+    ang = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, Dh/2]
+    cos, sin = jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    eps: float
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.dtype)
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return scale * xf.astype(self.dtype)
+
+
+def _dense(features, use_bias, dtype, name):
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=dtype, name=name,
+                    kernel_init=nn.initializers.normal(0.02))
+
+
+class Attention(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, positions, kv_mask, cache_kv, layer, write_index):
+        """x [B,T,D]; kv_mask [B,T,S] bool (which slots each query sees); cache_kv None
+        (no cache: S == T) or the stacked (k, v) [L,B,S,Hkv,Dh], updated in place at ``layer``."""
+        c, dt = self.config, jnp.dtype(self.config.dtype)
+        b, t, _ = x.shape
+        q = _dense(c.num_heads * c.head_dim, c.attention_bias, dt, "q_proj")(x)
+        k = _dense(c.num_kv_heads * c.head_dim, c.attention_bias, dt, "k_proj")(x)
+        v = _dense(c.num_kv_heads * c.head_dim, c.attention_bias, dt, "v_proj")(x)
+        q = rope(q.reshape(b, t, c.num_heads, c.head_dim), positions, c.rope_theta)
+        k = rope(k.reshape(b, t, c.num_kv_heads, c.head_dim), positions, c.rope_theta)
+        v = v.reshape(b, t, c.num_kv_heads, c.head_dim)
+        new_kv = None
+        if cache_kv is not None:
+            at = (layer, 0, write_index, 0, 0)
+            ck = jax.lax.dynamic_update_slice(cache_kv[0], k[None].astype(cache_kv[0].dtype), at)
+            cv = jax.lax.dynamic_update_slice(cache_kv[1], v[None].astype(cache_kv[1].dtype), at)
+            new_kv, k, v = (ck, cv), ck[layer], cv[layer]
+        g = c.num_heads // c.num_kv_heads
+        q = q.reshape(b, t, c.num_kv_heads, g, c.head_dim)
+        s = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+        s = s * (c.head_dim ** -0.5)
+        s = jnp.where(kv_mask[:, None, None], s, jnp.finfo(jnp.float32).min)
+        p = jax.nn.softmax(s, axis=-1).astype(dt)
+        o = jnp.einsum("bkgts,bskd->btkgd", p, v).reshape(b, t, c.num_heads * c.head_dim)
+        return _dense(c.hidden_size, False, dt, "o_proj")(o), new_kv
+
+
+class MLP(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c, dt = self.config, jnp.dtype(self.config.dtype)
+        gate = _dense(c.intermediate_size, False, dt, "gate_proj")(x)
+        up = _dense(c.intermediate_size, False, dt, "up_proj")(x)
+        return _dense(c.hidden_size, False, dt, "down_proj")(nn.silu(gate) * up)
+
+
+class Block(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, positions, kv_mask, cache_kv, layer, write_index):
+        c, dt = self.config, jnp.dtype(self.config.dtype)
+        h, new_kv = Attention(c, name="attn")(RMSNorm(c.rms_norm_eps, dt, name="input_norm")(x),
+                                              positions, kv_mask, cache_kv, layer, write_index)
+        x = x + h
+        return x + MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, dt, name="post_norm")(x)), new_kv
+
+
+class Transformer(nn.Module):
+    """Returns final-normed hidden states [B,T,D] and the updated stacked cache (k, v) or None."""
+
+    config: ModelConfig
+
+    def setup(self):
+        c, dt = self.config, jnp.dtype(self.config.dtype)
+        self.embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=dt, param_dtype=dt,
+                              embedding_init=nn.initializers.normal(0.02))
+        self.layers = [Block(c, name=f"layers_{i}") for i in range(c.num_layers)]
+        self.final_norm = RMSNorm(c.rms_norm_eps, dt)
+        if not c.tie_word_embeddings:
+            self.lm_head = _dense(c.vocab_size, False, dt, "lm_head")
+        if c.value_head:
+            self.value_head = nn.Dense(1, dtype=jnp.float32, param_dtype=jnp.float32,
+                                       kernel_init=nn.initializers.normal(0.02), name="value_head")
+
+    def __call__(self, input_ids, positions, kv_mask, cache_kv, write_index):
+        x = self.embed(input_ids)
+        for i, layer in enumerate(self.layers):
+            x, cache_kv = layer(x, positions, kv_mask, cache_kv, i, write_index)
+        return self.final_norm(x), cache_kv
+
+    def project(self, h):
+        if self.config.tie_word_embeddings:
+            return self.embed.attend(h)
+        return self.lm_head(h)
+
+    def score(self, h):
+        return self.value_head(h.astype(jnp.float32))[..., 0]
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> Params:
+    """Random parameters (normal(0.02) weights, unit norms), float32 value head if enabled."""
+    model = Transformer(config)
+    ids = jnp.zeros((1, 1), jnp.int32)
+    variables = model.init(rng, ids, ids, jnp.ones((1, 1, 1), bool), None, 0)
+    params = dict(variables["params"])
+    # init() only traces __call__, so heads used by other methods are created here.
+    d = config.hidden_size
+    keys = jax.random.split(jax.random.fold_in(rng, 1), 2)
+    dt = jnp.dtype(config.dtype)
+    if not config.tie_word_embeddings:
+        params["lm_head"] = {"kernel": (0.02 * jax.random.normal(keys[0], (d, config.vocab_size))).astype(dt)}
+    if config.value_head:
+        params["value_head"] = {"kernel": 0.02 * jax.random.normal(keys[1], (d, 1), jnp.float32),
+                                "bias": jnp.zeros((1,), jnp.float32)}
+    return params
+
+
+def default_positions(attention_mask: jax.Array) -> jax.Array:
+    """Position ids that skip left padding: cumsum(mask) - 1, clipped at 0. [B,T] int32."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def _full_mask(attention_mask: jax.Array) -> jax.Array:
+    t = attention_mask.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    return causal[None] & attention_mask.astype(bool)[:, None, :]
+
+
+def hidden_states(config: ModelConfig, params: Params, input_ids: jax.Array,
+                  attention_mask: jax.Array | None = None, positions: jax.Array | None = None) -> jax.Array:
+    """Full (no-cache) forward: final-normed hidden states [B, T, D]."""
+    if attention_mask is None:
+        attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+    if positions is None:
+        positions = default_positions(attention_mask)
+    h, _ = Transformer(config).apply({"params": params}, input_ids, positions, _full_mask(attention_mask), None, 0)
+    return h
+
+
+def project(config: ModelConfig, params: Params, h: jax.Array) -> jax.Array:
+    """LM head: hidden [..., D] -> logits [..., V] (float32)."""
+    return Transformer(config).apply({"params": params}, h, method=Transformer.project).astype(jnp.float32)
+
+
+def logits(config: ModelConfig, params: Params, input_ids: jax.Array,
+           attention_mask: jax.Array | None = None, positions: jax.Array | None = None) -> jax.Array:
+    """Full forward: logits [B, T, V] float32. Left padding is handled by the mask."""
+    return project(config, params, hidden_states(config, params, input_ids, attention_mask, positions))
+
+
+def last_token_index(attention_mask: jax.Array) -> jax.Array:
+    """Index of the last non-pad token per row [B] (works for left and right padding)."""
+    t = attention_mask.shape[1]
+    return jnp.max(jnp.where(attention_mask.astype(bool), jnp.arange(t), 0), axis=1)
+
+
+def ppm_scores(config: ModelConfig, params: Params, input_ids: jax.Array,
+               attention_mask: jax.Array | None = None) -> jax.Array:
+    """PPM raw scores [B] float32: the value head on the last non-pad token's hidden state."""
+    if "value_head" not in params:
+        raise ValueError("params have no value_head: build a PPM with rstar_jax.models.init_value_head")
+    if attention_mask is None:
+        attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+    h = hidden_states(config.replace(value_head=True), params, input_ids, attention_mask)
+    last = jnp.take_along_axis(h, last_token_index(attention_mask)[:, None, None], axis=1)[:, 0]
+    return Transformer(config.replace(value_head=True)).apply({"params": params}, last, method=Transformer.score)
+
+
+def init_value_head(config: ModelConfig, params: Params, rng: jax.Array) -> tuple[ModelConfig, Params]:
+    """Turn a policy into a PPM: same backbone, a fresh float32 linear value head."""
+    new = dict(params)
+    new["value_head"] = {"kernel": 0.02 * jax.random.normal(rng, (config.hidden_size, 1), jnp.float32),
+                         "bias": jnp.zeros((1,), jnp.float32)}
+    return config.replace(value_head=True), new
+
+
+def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array, cache: KVCache,
+                   attention_mask: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
+    """Append T tokens to the cache and return their hidden states [B, T, D].
+
+    Prefill is this with the whole (left-padded) prompt; decode is this with T=1.
+    A query at slot ``index + i`` sees slots ``<= index + i`` that hold real tokens.
+    """
+    b, t = input_ids.shape
+    if attention_mask is None:
+        attention_mask = jnp.ones((b, t), bool)
+    attention_mask = attention_mask.astype(bool)
+    positions = cache.pos[:, None] + default_positions(attention_mask)
+    slots = cache.index + jnp.arange(t)
+    new_mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, attention_mask, cache.index, axis=1)
+    causal = jnp.arange(cache.capacity)[None, :] <= slots[:, None]  # [T, S]
+    kv_mask = causal[None] & new_mask[:, None, :]
+    h, (k, v) = Transformer(config).apply({"params": params}, input_ids, positions, kv_mask,
+                                          (cache.k, cache.v), cache.index)
+    return h, KVCache(k, v, new_mask, cache.pos + attention_mask.sum(1).astype(jnp.int32),
+                      cache.index + t)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def jit_logits(config, params, input_ids, attention_mask=None):
+    return logits(config, params, input_ids, attention_mask)

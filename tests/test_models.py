@@ -174,3 +174,39 @@ for shape in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:
 print("OK")
 """
     assert "OK" in run_with_devices(code)
+
+
+def test_step_tokens_round_trip_and_resize(qwen_ckpt):
+    from tokenizers import Tokenizer, decoders, models as tk_models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from rstar_jax import steps
+    from rstar_jax.models.tokenizer import add_step_tokens
+
+    text = (steps.build_prompt("Tom has 3 apples and buys 12 more. How many?")
+            + "# Tom has 3 apples.\nx = 3\n" + steps.END_OF_STEP
+            + "# He buys 12 more.\nx = x + 12\nprint(x)\n" + steps.END_OF_CODE
+            + steps.output_block("15") + steps.answer_step("15"))
+    tok = Tokenizer(tk_models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text.replace("<", " ")] * 3, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False)
+    path, _ = qwen_ckpt
+    config, params = models.load_hf(str(path))
+    v, d = hf_tok.vocab_size, config.hidden_size  # a model whose vocab matches the tokenizer
+    config = config.replace(vocab_size=v)
+    params = {**params, "embed": {"embedding": jnp.full((v, d), 0.01)}, "lm_head": {"kernel": jnp.full((d, v), 0.01)}}
+    before = len(hf_tok)
+    hf_tok, config2, params2 = add_step_tokens(hf_tok, config, params)
+    assert len(hf_tok) == before + len(steps.SPECIAL_TOKENS) == config2.vocab_size
+    assert params2["embed"]["embedding"].shape[0] == config2.vocab_size
+    assert params2["lm_head"]["kernel"].shape[1] == config2.vocab_size
+    ids = hf_tok(text, add_special_tokens=False)["input_ids"]
+    assert hf_tok.decode(ids) == text
+    for marker in steps.SPECIAL_TOKENS:
+        assert len(hf_tok(marker, add_special_tokens=False)["input_ids"]) == 1
+        assert ids.count(hf_tok.convert_tokens_to_ids(marker)) == text.count(marker)
+    out = models.logits(config2, params2, jnp.asarray([ids]))
+    assert out.shape == (1, len(ids), config2.vocab_size)

@@ -1,0 +1,43 @@
+"""Step-format special tokens on any HF tokenizer, with the embeddings resized to match.
+
+Real checkpoints (Qwen2.5-Math) do not know ``<end_of_step>`` and friends; the
+official code adds them as special tokens so each marker is one id and a stop
+check is a single comparison. New rows start at the mean of the existing
+embeddings (a common choice that keeps initial logits for them unremarkable).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from rstar_jax.models.config import ModelConfig
+from rstar_jax.steps import SPECIAL_TOKENS
+
+
+def add_step_tokens(tokenizer, config: ModelConfig, params: dict) -> tuple[object, ModelConfig, dict]:
+    """Add the step markers to ``tokenizer`` (in place) and grow embed/lm_head rows if needed.
+
+    Returns (tokenizer, config, params); the config's vocab_size covers every id.
+    """
+    missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing},
+                                     replace_extra_special_tokens=False)
+    return (tokenizer,) + resize_vocab(config, params, max(config.vocab_size, len(tokenizer)))
+
+
+def resize_vocab(config: ModelConfig, params: dict, vocab_size: int) -> tuple[ModelConfig, dict]:
+    """Grow the embedding (and an untied LM head) to ``vocab_size`` rows."""
+    extra = vocab_size - config.vocab_size
+    if extra < 0:
+        raise ValueError(f"cannot shrink vocab from {config.vocab_size} to {vocab_size}")
+    if extra == 0:
+        return config, params
+    params = dict(params)
+    emb = params["embed"]["embedding"]
+    params["embed"] = {"embedding": jnp.concatenate(
+        [emb, jnp.broadcast_to(emb.mean(0, keepdims=True), (extra, emb.shape[1]))], axis=0)}
+    if not config.tie_word_embeddings:
+        head = params["lm_head"]["kernel"]
+        params["lm_head"] = {"kernel": jnp.concatenate(
+            [head, jnp.broadcast_to(head.mean(1, keepdims=True), (head.shape[0], extra))], axis=1)}
+    return config.replace(vocab_size=vocab_size), params

@@ -1,0 +1,41 @@
+"""Model params as an orbax checkpoint folder (``config.json`` + ``params/``).
+
+This is the native format for training and resharding: orbax restores each
+array directly onto a target sharding. HF folders (hf_io) are for exchange.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from rstar_jax.models.config import ModelConfig
+
+
+def save_orbax(config: ModelConfig, params: dict, path: str) -> None:
+    path = os.path.abspath(path)
+    os.makedirs(path, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(os.path.join(path, "params"), params, force=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config.to_hf_dict(), f, indent=2)
+
+
+def load_orbax(path: str, dtype: str = "float32", shardings=None) -> tuple[ModelConfig, dict]:
+    """Restore (config, params); ``shardings`` (a pytree of Sharding) places arrays as they load."""
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.join(path, "params")):
+        raise FileNotFoundError(f"{path} is not an orbax model folder (no params/)")
+    config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype)
+    from rstar_jax.models.transformer import init_params
+    abstract = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    if shardings is not None:
+        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    with ocp.StandardCheckpointer() as ckpt:
+        return config, ckpt.restore(os.path.join(path, "params"), abstract)
+
+
+def is_orbax_folder(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "params"))

@@ -21,12 +21,15 @@ class ProposalRequest:
                 host-appended ``<output>`` block).
     node:       (tree index, node index) of the leaf, so a proposer may keep
                 per-node state such as a prefix KV cache.
+    sample_id:  tells independent samples of the same path apart (the chains of
+                best-of-N / self-consistency); 0 in tree search.
     """
 
     problem_id: str
     question: str
     steps: tuple[str, ...]
     node: tuple[int, int] = (0, 0)
+    sample_id: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,6 @@ class Proposer(Protocol):
         """Return ``k`` candidates per request (duplicates allowed; the search dedups).
 
         Results for a request must depend only on (seed, request.problem_id,
-        request.steps), never on which other requests share the batch.
+        request.sample_id, request.steps), never on which other requests share the batch.
         """
         ...

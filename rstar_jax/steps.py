@@ -35,11 +35,17 @@ def build_prompt(question: str) -> str:
     return PROMPT_TEMPLATE.format(question=question.strip())
 
 
+def _without_output(step: str) -> str:
+    """A final code step carries the host-appended ``<output>`` block: cut it off."""
+    return step[: step.index(OUTPUT_OPEN)] if OUTPUT_OPEN in step else step
+
+
 def step_kind(step: str) -> str:
     """'code' (``<end_of_step>``), 'final_code' (``<end_of_code>``), 'answer' or 'incomplete'."""
     s = step.rstrip()
     if s.endswith(END_OF_ANSWER):
         return "answer"
+    s = _without_output(s).rstrip()
     if s.endswith(END_OF_CODE):
         return "final_code"
     if s.endswith(END_OF_STEP):
@@ -48,14 +54,12 @@ def step_kind(step: str) -> str:
 
 
 def step_code(step: str) -> str:
-    """The Python source of one step: the text with its end marker removed."""
-    s = step.rstrip()
+    """The Python source of one step: the text without its end marker and output block."""
+    s = _without_output(step).rstrip()
     for marker in (END_OF_STEP, END_OF_CODE):
         if s.endswith(marker):
             s = s[: -len(marker)]
             break
-    if OUTPUT_OPEN in s:  # a final-code node carries its output after the code
-        s = s[: s.index(OUTPUT_OPEN)]
     return s.rstrip() + "\n"
 
 

@@ -147,7 +147,7 @@ class BootstrapProposer:
 
     def _candidate(self, request: ProposalRequest, j: int, seed: int) -> StepCandidate:
         # The PRNG depends only on what the protocol allows, never on the batch.
-        key = repr((self.seed, seed, request.problem_id, request.steps, j)).encode()
+        key = repr((self.seed, seed, request.problem_id, request.sample_id, request.steps, j)).encode()
         rng = random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
         text = self._next_step(self.problem(request), request.steps, rng)
         return StepCandidate(text=text, num_tokens=max(1, len(text) // 3))

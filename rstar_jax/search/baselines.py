@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from rstar_jax.data.problems import Problem
 from rstar_jax.search.config import SearchConfig
 from rstar_jax.search.expand import ExpandSettings, NodeInfo, Scorer, expand, path_infos
-from rstar_jax.search.mcts import SearchStats, TimedSandbox, build_record, score_children, search_meta
+from rstar_jax.search.mcts import (SearchStats, TimedSandbox, answer_value, build_record, score_children,
+                                   search_meta)
 from rstar_jax.search.proposer import ProposalRequest, Proposer
 from rstar_jax.search.records import TreeRecord
 
@@ -49,7 +50,7 @@ class _Forest:
             count = np.zeros(len(infos), np.int64)
             for n, info in enumerate(infos):
                 if info.kind == "answer":
-                    v = (1.0 if info.correct else -1.0) if info.correct is not None else (info.score or 0.0)
+                    v = answer_value(info, "gold" if info.correct is not None else "ppm")
                     m = n
                     while m >= 0:
                         value[m] += v

@@ -13,7 +13,8 @@ class SearchConfig:
     error_threshold: consecutive code errors that end a branch (2 bootstrap, 1 trained policy).
     mode:            "terminal" (new nodes start at Q=0) or "ppm" (new nodes start at their PPM score).
     reward:          "gold" grades answers against the gold answer (+1/-1, data generation);
-                     "ppm" backs up the answer node's PPM score (test time).
+                     "ppm" backs up the answer node's PPM score (test time);
+                     "none" backs up 0 (no reward model, no gold: answers are voted on).
     squash:          maps raw PPM scores into [-1, 1] ("tanh5" = tanh(r/5), as the official code).
     batch_size:      problems searched in lockstep.
     """
@@ -30,7 +31,7 @@ class SearchConfig:
     max_step_tokens: int = 256
     error_threshold: int = 2
     mode: Literal["terminal", "ppm"] = "terminal"
-    reward: Literal["gold", "ppm"] = "gold"
+    reward: Literal["gold", "ppm", "none"] = "gold"
     squash: Literal["tanh5", "tanh", "sigmoid", "none"] = "tanh5"
     extra_rollouts_if_unsolved: int = 0  # rounds 2-3: +16 rollouts when all answers are wrong
     batch_size: int = 64

@@ -63,6 +63,13 @@ class TimedSandbox:
         return out
 
 
+def answer_value(node: NodeInfo, reward: str) -> float:
+    """The value an answer node backs up: gold +1/-1, its PPM score, or 0."""
+    if reward == "gold":
+        return 1.0 if node.correct else -1.0
+    return float(node.score or 0.0) if reward == "ppm" else 0.0
+
+
 def score_children(scorer: Scorer, squash: str, questions: Sequence[str],
                    paths: Sequence[Sequence[NodeInfo]], children: Sequence[Sequence[NodeInfo]]) -> None:
     """Set ``score`` of every valid new child with one batched reward-model call."""
@@ -162,7 +169,7 @@ def _search_batch(problems, proposer, sandbox, cfg, scorer, progress):
                     failed[i, slot] = node
                 elif kid.kind == "answer":
                     answers[i, slot] = node
-                    values[i, slot] = (1.0 if kid.correct else -1.0) if cfg.reward == "gold" else prior[i, j, c]
+                    values[i, slot] = answer_value(kid, cfg.reward)
                 reached_end &= kid.terminal
             # A rollout ends when this expansion produced an answer or nothing left to expand.
             if reached_end or any(kid.kind == "answer" for kid in ks[:k]):

@@ -1,0 +1,214 @@
+"""Self-evolution (DESIGN.md §1, §10): search -> extract -> train policy -> train PPM -> evaluate.
+
+Round 1 searches with the bootstrap proposer (terminal-guided MCTS); round r > 1
+with round r-1's policy and PPM. Each round's policy is trained again from the
+base model on that round's SFT data; its PPM starts from that policy. Every
+stage is a unit of a ``WorkDir``: rerunning the same command resumes after the
+last finished unit, and a search shard resumes after its last finished batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+from rstar_jax.config import save_config
+from rstar_jax.data.problems import Problem, load_problems, save_problems
+from rstar_jax.evolve_config import EvolveConfig
+from rstar_jax.search.config import SearchConfig
+from rstar_jax.search.records import read_records, write_records
+from rstar_jax.workdir import WorkDir, atomic_write_json
+
+
+def log(msg: str) -> None:
+    print(f"[evolve {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- problems and the base model -------------------------------------------------------
+def prepare_problems(cfg: EvolveConfig, wd: WorkDir) -> tuple[list[Problem], list[Problem]]:
+    if not wd.done("problems"):
+        with wd.unit("problems") as tmp:
+            d = cfg.domain
+            if d.train_file:
+                train = load_problems(d.train_file)
+                test = load_problems(d.test_file) if d.test_file else []
+            else:
+                from rstar_jax.data.synthetic import make_splits
+                train, test = make_splits(cfg.seed, d.n_train_per_tier, d.n_test_per_tier, tuple(d.tiers))
+            save_problems(train, os.path.join(tmp, "train.jsonl"))
+            save_problems(test, os.path.join(tmp, "test.jsonl"))
+            atomic_write_json(os.path.join(tmp, "info.json"), {"train": len(train), "test": len(test)})
+    return (load_problems(wd.path("problems", "train.jsonl")),
+            load_problems(wd.path("problems", "test.jsonl")))
+
+
+def eval_problems(cfg: EvolveConfig, test: list[Problem]) -> list[Problem]:
+    d = cfg.domain
+    chosen = [p for p in test if d.eval_tier is None or p.meta.get("tier") == d.eval_tier]
+    return chosen[: d.eval_limit] if d.eval_limit else chosen
+
+
+def prepare_base(cfg: EvolveConfig, wd: WorkDir, train: list[Problem]) -> str:
+    """The base model folder (HF format + tokenizer): from ``model.init`` or from scratch."""
+    if not wd.done("base"):
+        with wd.unit("base") as tmp:
+            from rstar_jax.models.base import build_base_model
+            info = build_base_model(cfg.model, train, tmp, seed=cfg.seed)
+            atomic_write_json(os.path.join(tmp, "info.json"), info)
+        log(f"base model: {wd.info('base')}")
+    return wd.path("base")
+
+
+# --- search --------------------------------------------------------------------------------
+def round_search_config(cfg: EvolveConfig, r: int) -> SearchConfig:
+    base = cfg.bootstrap_search if r == 1 else cfg.policy_search
+    if r == cfg.rounds and r > 1 and cfg.final_extra_rollouts:
+        base = base.replace(extra_rollouts_if_unsolved=cfg.final_extra_rollouts)
+    return base.replace(seed=cfg.seed * 1000 + r)
+
+
+def search_round(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem]) -> list:
+    """All shards of round r (claiming unfinished ones), then every shard's records in order."""
+    from rstar_jax.search.loading import round_searchers
+
+    scfg = round_search_config(cfg, r)
+    n = cfg.search_shards
+    shards = [train[i::n] for i in range(n)]
+    names = [f"round{r}/search/shard_{i:03d}" for i in range(n)]
+    todo = [i for i in range(n) if not wd.done(names[i])]
+    if todo:
+        proposer, scorer = round_searchers(cfg, wd, r, train, scfg)
+        for i in todo:
+            if wd.claim(names[i]):
+                try:
+                    _search_shard(wd, names[i], shards[i], proposer, scorer, scfg)
+                finally:
+                    wd.release(names[i])
+    waiting = [nm for nm in names if not wd.done(nm)]
+    while waiting:  # other processes hold these shards
+        log(f"waiting for {len(waiting)} shard(s) held by other processes")
+        time.sleep(10)
+        waiting = [nm for nm in names if not wd.done(nm)]
+    return [rec for nm in names for rec in read_records(wd.path(nm, "trees.jsonl"))]
+
+
+def _search_shard(wd: WorkDir, name: str, problems, proposer, scorer, scfg: SearchConfig) -> None:
+    from rstar_jax.sandbox import Sandbox
+    from rstar_jax.search.mcts import SearchStats, run_mcts
+
+    progress = wd.path(name + ".progress.jsonl")
+    os.makedirs(os.path.dirname(progress), exist_ok=True)
+    done = {rec.problem_id: rec for rec in _read_progress(progress)}
+    todo = [p for p in problems if p.id not in done]
+    stats = SearchStats()
+    log(f"{name}: {len(problems)} problems ({len(done)} already searched)")
+    with Sandbox() as sandbox, open(progress, "a") as f:
+        for i in range(0, len(todo), scfg.batch_size):
+            recs, st = run_mcts(todo[i:i + scfg.batch_size], proposer, sandbox, scfg, scorer)
+            stats.add(st)
+            for rec in recs:  # one line per finished problem: a kill loses at most this batch
+                f.write(json.dumps(rec.to_json()) + "\n")
+                done[rec.problem_id] = rec
+            f.flush()
+            os.fsync(f.fileno())
+    with wd.unit(name) as tmp:
+        write_records(os.path.join(tmp, "trees.jsonl"), [done[p.id] for p in problems])
+        atomic_write_json(os.path.join(tmp, "info.json"), stats.as_dict())
+    os.remove(progress)
+
+
+def _read_progress(path: str) -> list:
+    from rstar_jax.search.records import TreeRecord
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(TreeRecord.from_json(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                break  # a line cut short by a kill: everything after it is redone
+    return out
+
+
+# --- extraction and training -------------------------------------------------------------
+def extract_round(cfg: EvolveConfig, wd: WorkDir, r: int, records) -> str:
+    name = f"round{r}/data"
+    if not wd.done(name):
+        from rstar_jax.data.extract import extract, write_pairs, write_sft
+        with wd.unit(name) as tmp:
+            sft, pairs, stats = extract(records, cfg.extract)
+            write_sft(sft, os.path.join(tmp, "sft.jsonl"))
+            write_pairs(pairs, os.path.join(tmp, "pairs.jsonl"))
+            solved = sum(any(n.correct for n in rec.nodes) for rec in records) / max(len(records), 1)
+            atomic_write_json(os.path.join(tmp, "info.json"), {**stats, "train_solved_share": solved})
+        log(f"round {r} data: {wd.info(name)}")
+    return wd.path(name)
+
+
+def train_round(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, base: str) -> tuple[str, str]:
+    from rstar_jax.train.api import train_policy_folder, train_reward_folder
+
+    policy, ppm = f"round{r}/policy", f"round{r}/ppm"
+    if not wd.done(policy):
+        # The trainer checkpoints inside a stable folder so a kill mid-training resumes there.
+        with wd.unit(policy) as tmp:
+            info = train_policy_folder(os.path.join(data_dir, "sft.jsonl"), base, tmp,
+                                       wd.path(policy + ".ckpt"), cfg.sft, seed=cfg.seed * 1000 + r)
+            atomic_write_json(os.path.join(tmp, "info.json"), info)
+        shutil.rmtree(wd.path(policy + ".ckpt"), ignore_errors=True)
+        log(f"round {r} policy: {wd.info(policy)}")
+    if not wd.done(ppm):
+        with wd.unit(ppm) as tmp:
+            info = train_reward_folder(os.path.join(data_dir, "pairs.jsonl"), wd.path(policy, "hf"), tmp,
+                                       wd.path(ppm + ".ckpt"), cfg.ppm, seed=cfg.seed * 1000 + r)
+            atomic_write_json(os.path.join(tmp, "info.json"), info)
+        shutil.rmtree(wd.path(ppm + ".ckpt"), ignore_errors=True)
+        log(f"round {r} ppm: {wd.info(ppm)}")
+    return wd.path(policy, "hf"), wd.path(ppm, "hf")
+
+
+# --- the loop ------------------------------------------------------------------------------
+def run(cfg: EvolveConfig, out: str) -> dict:
+    """Run (or resume) every round; returns the report."""
+    from rstar_jax.evaluate import evaluate_round
+    from rstar_jax.report import write_report
+
+    wd = WorkDir(out)
+    _check_config(cfg, wd)
+    train, test = prepare_problems(cfg, wd)
+    evals = eval_problems(cfg, test)
+    base = prepare_base(cfg, wd, train)
+    rows = []
+    for r in range(1, cfg.rounds + 1):
+        t0 = time.time()
+        records = search_round(cfg, wd, r, train)
+        data_dir = extract_round(cfg, wd, r, records)
+        policy, ppm = train_round(cfg, wd, r, data_dir, base)
+        name = f"round{r}/eval"
+        if not wd.done(name):
+            with wd.unit(name) as tmp:
+                metrics = evaluate_round(policy, ppm, evals, cfg.eval, tmp, seed=cfg.seed)
+                metrics.update(round=r, train_solved_share=wd.info(f"round{r}/data")["train_solved_share"],
+                               sft_examples=wd.info(f"round{r}/data").get("sft_examples"),
+                               ppm_pairs=wd.info(f"round{r}/data").get("pairs"))
+                atomic_write_json(os.path.join(tmp, "info.json"), metrics)
+            log(f"round {r} done in {time.time() - t0:.0f} s: {wd.info(name)}")
+        rows.append(wd.info(name))
+        write_report(rows, out, cfg)
+    return {"rounds": rows}
+
+
+def _check_config(cfg: EvolveConfig, wd: WorkDir) -> None:
+    """A resumed run must use the same settings, or its stages would not fit together."""
+    path = wd.path("config.yaml")
+    if os.path.exists(path):
+        from rstar_jax.config import load_config
+        old = load_config(EvolveConfig, path)
+        if dataclasses.asdict(old) != dataclasses.asdict(cfg):
+            raise ValueError(f"{wd.root} was started with a different config ({path}); "
+                             "use a new --out folder or the same settings")
+    else:
+        save_config(cfg, path)

@@ -1,0 +1,56 @@
+"""Settings of a self-evolution run (configs/demo.yaml and friends)."""
+from __future__ import annotations
+
+import dataclasses
+
+from rstar_jax.data.extract import ExtractConfig
+from rstar_jax.evaluate import EvalConfig
+from rstar_jax.models.base import BaseModelSpec
+from rstar_jax.search.config import SearchConfig
+from rstar_jax.train.config import RewardConfig, SFTConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainConfig:
+    """Problems: ``train_file``/``test_file`` (GSM8K/MATH jsonl) or, when unset, the synthetic domain.
+
+    eval_tier / eval_limit pick the held-out problems evaluated each round
+    (tier None = all; limit 0 = all)."""
+
+    train_file: str | None = None
+    test_file: str | None = None
+    n_train_per_tier: int = 200
+    n_test_per_tier: int = 50
+    tiers: tuple[int, ...] = (1, 2, 3)
+    eval_tier: int | None = 3
+    eval_limit: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolveConfig:
+    """rounds:                 self-evolution rounds (round 1 = bootstrap proposer).
+    bootstrap_error_rates:  per-tier total step error rate of the scripted bootstrap proposer.
+    bootstrap_search:       round-1 search (terminal-guided, gold rewards).
+    policy_search:          rounds >= 2 (policy + PPM, gold rewards).
+    final_extra_rollouts:   last round: extra rollouts for problems still unsolved.
+    search_shards:          shards per round's search (processes may share them)."""
+
+    seed: int = 0
+    rounds: int = 3
+    domain: DomainConfig = DomainConfig()
+    model: BaseModelSpec = BaseModelSpec()
+    bootstrap_error_rates: tuple[float, ...] = (0.13, 0.20, 0.26)
+    bootstrap_search: SearchConfig = SearchConfig(rollouts=8, candidates=5, temperature=0.7, error_threshold=2)
+    policy_search: SearchConfig = SearchConfig(rollouts=16, candidates=8, temperature=1.0, mode="ppm",
+                                               reward="gold", error_threshold=1)
+    final_extra_rollouts: int = 0
+    search_shards: int = 1
+    extract: ExtractConfig = ExtractConfig()
+    sft: SFTConfig = SFTConfig()
+    ppm: RewardConfig = RewardConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def bootstrap_kwargs(self) -> dict:
+        from rstar_jax.data.bootstrap import ErrorRates
+        rates = {tier: ErrorRates.split(p) for tier, p in enumerate(self.bootstrap_error_rates, start=1)}
+        return {"error_rates": rates, "seed": self.seed}

@@ -1,0 +1,78 @@
+"""The base model a self-evolution run starts from, as an HF folder with its tokenizer.
+
+Either a local checkpoint (``init``: any Qwen2/Llama HF folder; the step markers
+are added to its tokenizer and embeddings) or, for the embedded default, a
+domain tokenizer trained on the problems' reference solutions plus a randomly
+initialised small transformer.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+
+from rstar_jax.models.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseModelSpec:
+    """init:      HF folder of a pretrained base model; None trains from scratch.
+    tokenizer: HF tokenizer folder (default: the one in ``init``, or a new domain tokenizer).
+    The size fields apply only when training from scratch."""
+
+    init: str | None = None
+    tokenizer: str | None = None
+    dtype: str = "float32"
+    vocab_size: int = 512
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_position_embeddings: int = 1024
+    rope_theta: float = 10000.0
+
+
+def build_base_model(spec: BaseModelSpec, problems: Sequence, out_dir: str, seed: int = 0) -> dict:
+    """Write the base model + tokenizer to ``out_dir``; return a summary."""
+    from rstar_jax.data.domain_tokenizer import load_tokenizer, save_tokenizer, train_domain_tokenizer
+    from rstar_jax.models.hf_io import load_hf, save_hf
+    from rstar_jax.models.tokenizer import add_step_tokens
+    from rstar_jax.models.transformer import init_params
+
+    if spec.init:
+        config, params = load_hf(spec.init, dtype=spec.dtype)
+        tokenizer = load_tokenizer(spec.tokenizer or spec.init)
+        tokenizer, config, params = add_step_tokens(tokenizer, config, params)
+        source = spec.init
+    else:
+        if spec.tokenizer:
+            tokenizer = load_tokenizer(spec.tokenizer)
+        else:
+            tokenizer = train_domain_tokenizer(_corpus(problems), vocab_size=spec.vocab_size)
+        config = ModelConfig(
+            vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+            num_layers=spec.num_layers, num_heads=spec.num_heads, num_kv_heads=spec.num_kv_heads,
+            max_position_embeddings=spec.max_position_embeddings, rope_theta=spec.rope_theta,
+            tie_word_embeddings=True, dtype=spec.dtype, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id)
+        params = init_params(config, jax.random.key(seed))
+        source = "scratch"
+    save_hf(config, params, out_dir)
+    save_tokenizer(tokenizer, out_dir) if not spec.init else tokenizer.save_pretrained(out_dir)
+    return {"source": source, "parameters": config.num_params(), "vocab_size": config.vocab_size}
+
+
+def _corpus(problems: Sequence) -> list[str]:
+    """Prompts plus reference solutions of the synthetic domain: what the policy will read and write."""
+    from rstar_jax.data.synthetic import reference_solution
+    from rstar_jax.steps import build_prompt
+
+    texts = []
+    for p in problems:
+        try:
+            texts.append(build_prompt(p.question) + "".join(reference_solution(p)))
+        except (KeyError, ValueError):  # not a synthetic problem: the question alone
+            texts.append(build_prompt(p.question))
+    return texts

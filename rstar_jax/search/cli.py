@@ -1,0 +1,102 @@
+"""`rstar-jax search` and `rstar-jax solve`: run MCTS (or a baseline) from checkpoints."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+SEARCH_FLAGS = ("rollouts", "candidates", "max_depth", "max_step_tokens", "seed")
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", required=True,
+                   help="HF folder of the policy (with its tokenizer), or 'bootstrap' for the scripted "
+                        "proposer of the synthetic domain")
+    p.add_argument("--ppm", help="HF folder of the process preference model (enables PPM mode)")
+    p.add_argument("--config", help="YAML search preset (configs/search_*.yaml)")
+    p.add_argument("--rollouts", type=int)
+    p.add_argument("--candidates", type=int, help="K candidate steps per expansion")
+    p.add_argument("--max-depth", type=int)
+    p.add_argument("--max-step-tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("overrides", nargs="*", help="key=value overrides of SearchConfig fields")
+
+
+def search_config(args):
+    from rstar_jax.config import load_config
+    from rstar_jax.search.config import SearchConfig
+
+    flags = [f"{k}={getattr(args, k)}" for k in SEARCH_FLAGS if getattr(args, k, None) is not None]
+    if args.ppm and not any(o.startswith("mode=") for o in args.overrides):
+        flags.append("mode=ppm")
+    return load_config(SearchConfig, args.config, [*flags, *args.overrides])
+
+
+def _search(args) -> int:
+    from rstar_jax.data.problems import load_problems
+    from rstar_jax.sandbox import Sandbox
+    from rstar_jax.search.answers import is_solved
+    from rstar_jax.search.loading import load_proposer, load_scorer
+    from rstar_jax.search.mcts import run_mcts
+    from rstar_jax.search.records import write_records
+
+    cfg = search_config(args)
+    problems = load_problems(args.data, limit=args.limit)
+    proposer = load_proposer(args.policy, problems, cfg)
+    scorer = load_scorer(args.ppm) if args.ppm else None
+    os.makedirs(args.out, exist_ok=True)
+    with Sandbox() as sandbox:
+        records, stats = run_mcts(problems, proposer, sandbox, cfg, scorer)
+    write_records(os.path.join(args.out, "trees.jsonl"), records)
+    how = "best" if cfg.mode == "ppm" else "majority"
+    summary = {"problems": len(records), "accuracy": sum(is_solved(r, how) for r in records) / max(len(records), 1),
+               "solved_any": sum(any(n.correct for n in r.nodes) for r in records) / max(len(records), 1),
+               "selection": how, **stats.as_dict(), "config": cfg.__dict__}
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps({k: summary[k] for k in ("problems", "accuracy", "solved_any", "tokens", "nodes_per_s")}))
+    return 0
+
+
+def _solve(args) -> int:
+    from rstar_jax.data.problems import Problem
+    from rstar_jax.sandbox import Sandbox
+    from rstar_jax.search.answers import select
+    from rstar_jax.search.loading import load_proposer, load_scorer
+    from rstar_jax.search.mcts import run_mcts
+    from rstar_jax.search.records import trajectories, trajectory_steps
+
+    cfg = search_config(args).replace(reward="ppm" if args.ppm else "none")
+    problem = Problem(id="q0", question=args.question, answer="")
+    proposer = load_proposer(args.policy, [problem], cfg)
+    scorer = load_scorer(args.ppm) if args.ppm else None
+    t = time.perf_counter()
+    with Sandbox() as sandbox:
+        (record,), _ = run_mcts([problem], proposer, sandbox, cfg, scorer, progress=False)
+    chosen = select(record, "best" if args.ppm else "majority")
+    if chosen is None:
+        print("no answer found")
+        return 1
+    path = next(p for p in trajectories(record) if p[-1] == chosen.node)
+    print("".join(trajectory_steps(record, path)))
+    print(f"\nanswer: {chosen.answer}   score: {chosen.score:.3f}   ({time.perf_counter() - t:.1f} s)")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("search", help="batched MCTS over a problem file; writes tree records",
+                       description="Run batched MCTS over code-augmented steps for every problem in a "
+                                   "jsonl/json file (GSM8K or MATH format) and write OUT/trees.jsonl "
+                                   "(one tree record per problem) and OUT/summary.json.")
+    add_search_args(p)
+    p.add_argument("--data", required=True, help="problem file (jsonl/json)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--limit", type=int, help="only the first N problems")
+    p.set_defaults(func=_search)
+
+    s = sub.add_parser("solve", help="solve one question with MCTS and print the best solution",
+                       description="Search one question and print the best-scored solution and its answer.")
+    add_search_args(s)
+    s.add_argument("--question", required=True)
+    s.set_defaults(func=_solve)

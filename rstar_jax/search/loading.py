@@ -1,0 +1,52 @@
+"""Build proposers and scorers from checkpoint folders (or the bootstrap proposer)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from rstar_jax.search.config import SearchConfig
+from rstar_jax.steps import build_prompt
+
+BOOTSTRAP = "bootstrap"
+
+
+class PPMScorer:
+    """The Scorer protocol over the engine's batched, bucketed PPM scoring."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def score(self, questions: Sequence[str], paths: Sequence[Sequence[str]]) -> np.ndarray:
+        texts = [build_prompt(q) + "".join(p) for q, p in zip(questions, paths)]
+        return np.asarray(self.engine.score(texts), np.float64)
+
+
+def load_engine(path: str):
+    from rstar_jax.data.domain_tokenizer import load_tokenizer
+    from rstar_jax.engine import Engine
+    from rstar_jax.models import load_hf
+
+    config, params = load_hf(path)
+    return Engine(config, params, load_tokenizer(path))
+
+
+def load_proposer(policy: str, problems: Sequence, cfg: SearchConfig, bootstrap_kwargs: dict | None = None):
+    """``policy`` is an HF folder (with tokenizer) or ``"bootstrap"`` (synthetic problems only)."""
+    if policy == BOOTSTRAP:
+        from rstar_jax.data.bootstrap import BootstrapProposer
+        return BootstrapProposer(list(problems), **(bootstrap_kwargs or {}))
+    from rstar_jax.engine import PolicyProposer
+    return PolicyProposer(load_engine(policy), max_step_tokens=cfg.max_step_tokens)
+
+
+def load_scorer(ppm: str) -> PPMScorer:
+    return PPMScorer(load_engine(ppm))
+
+
+def round_searchers(cfg, wd, r: int, problems: Sequence, scfg: SearchConfig):
+    """(proposer, scorer) for round r of self-evolution: bootstrap first, then the previous round's models."""
+    if r == 1:
+        return load_proposer(BOOTSTRAP, problems, scfg, cfg.bootstrap_kwargs()), None
+    prev = f"round{r - 1}"
+    return load_proposer(wd.path(prev, "policy", "hf"), problems, scfg), load_scorer(wd.path(prev, "ppm", "hf"))

@@ -1,0 +1,147 @@
+"""A run folder whose units of work are atomic and resumable.
+
+Every unit (a search shard, an extraction, a training run, an evaluation)
+writes into a temporary folder that is renamed into place when complete, then
+is recorded in ``manifest.json``. Rerunning after a crash skips recorded units,
+so nothing finished is lost or repeated. Several processes (or hosts on a
+shared filesystem) can split a round's search shards by claiming them with
+exclusive lock files.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+from typing import Any, Iterator
+
+
+def atomic_write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class WorkDir:
+    """``root/manifest.json`` maps unit name -> {time, info}; units live in ``root/<name>``."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        os.makedirs(self.root, exist_ok=True)
+        self.manifest_path = os.path.join(self.root, "manifest.json")
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def manifest(self) -> dict[str, Any]:
+        if not os.path.exists(self.manifest_path):
+            return {}
+        with open(self.manifest_path) as f:
+            return json.load(f)
+
+    def done(self, unit: str) -> bool:
+        return unit in self.manifest() and os.path.exists(self.path(unit))
+
+    def info(self, unit: str) -> dict[str, Any]:
+        return self.manifest()[unit]["info"]
+
+    def _record(self, unit: str, info: dict[str, Any]) -> None:
+        # Read-modify-write under a lock: other processes may finish units concurrently.
+        with self._lock("manifest"):
+            m = self.manifest()
+            m[unit] = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "info": info}
+            atomic_write_json(self.manifest_path, m)
+
+    @contextlib.contextmanager
+    def unit(self, name: str) -> Iterator[str]:
+        """Yield a fresh temporary folder; on success it becomes ``root/name`` atomically.
+
+        The caller may set ``info`` by writing ``info.json`` inside the folder.
+        """
+        final = self.path(name)
+        tmp = f"{final}.partial.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        yield tmp
+        info_file = os.path.join(tmp, "info.json")
+        info = json.load(open(info_file)) if os.path.exists(info_file) else {}
+        if os.path.exists(final):  # a stale copy from a run that died before recording it
+            shutil.rmtree(final)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(tmp, final)
+        self._record(name, info)
+
+    @contextlib.contextmanager
+    def _lock(self, name: str, timeout_s: float = 60.0) -> Iterator[None]:
+        path = self.path(f".{name}.lock")
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                if _stale(path) or time.time() > deadline:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+                    continue
+                time.sleep(0.05)
+        try:
+            os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+            os.close(fd)
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+    def claim(self, unit: str) -> bool:
+        """Claim an unfinished unit for this process; False if another live process has it."""
+        if self.done(unit):
+            return False
+        path = self.path(f".{unit.replace('/', '__')}.claim")
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+                os.close(fd)
+                return True
+            except FileExistsError:
+                if not _stale(path, mine_ok=True):
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+        return False
+
+    def release(self, unit: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path(f".{unit.replace('/', '__')}.claim"))
+
+
+def _stale(lock_path: str, mine_ok: bool = False) -> bool:
+    """A lock is stale when its owner (on this host) is no longer running."""
+    try:
+        host, pid = open(lock_path).read().split()
+    except (FileNotFoundError, ValueError):
+        return True
+    if host != socket.gethostname():
+        return False  # cannot tell for another host: trust it
+    if mine_ok and int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False

@@ -59,6 +59,7 @@ np.linalg.solve(np.eye(2), np.ones(2)); np.roots([1, 0, -1]); np.polyfit([0, 1, 
 
 _IMPORT_RE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w., \t]+))", re.MULTILINE)
 MAX_RESULT_BYTES = 8 << 20
+CHILD_BROKEN = 70  # exit status of a child that could not write its result
 
 
 def imported_modules(code: str) -> set[str]:
@@ -147,17 +148,22 @@ def execute(code, max_chars: int) -> dict:
     out = Capture(max_chars)
     sys.stdout, sys.stderr = out, _Discard()
     namespace = {"__name__": "__main__", "__builtins__": builtins}
+    builtins_dict = vars(builtins)
+    saved_builtins = dict(builtins_dict)  # reporting below must not run a program's patched builtins
     ok, error = True, None
     try:
         exec(code, namespace)
-    except SystemExit as e:  # sys.exit() / sys.exit(0) end a program normally
-        if not (e.code is None or (type(e.code) is int and e.code == 0)):
-            ok, error = False, format_error(e)
     except BaseException as e:
-        ok, error = False, format_error(e)
+        builtins_dict.clear()
+        builtins_dict.update(saved_builtins)
+        # sys.exit() / sys.exit(0) end a program normally
+        if not (isinstance(e, SystemExit) and (e.code is None or (type(e.code) is int and e.code == 0))):
+            ok, error = False, format_error(e)
     finally:
         # Within this program's deadline: drops what it created (generator finalizers may still print).
         namespace.clear()
+        builtins_dict.clear()
+        builtins_dict.update(saved_builtins)
     return {"ok": ok, "stdout": out.getvalue(), "error": None if error is None else truncate(error, max_chars)}
 
 
@@ -332,7 +338,7 @@ class Zygote:
 
     def _child(self, codes: list, r: int, w: int) -> None:
         _exit, write, dumps = os._exit, os.write, json.dumps  # bound before untrusted code runs
-        status = 70
+        status = CHILD_BROKEN
         try:
             os.close(r)
             os.closerange(3, w)
@@ -371,7 +377,9 @@ class Zygote:
                 return _result(False, "", f"TimeoutError: CPU time limit of {cpu_limit} s exceeded", True, elapsed)
             return _result(False, "", f"RuntimeError: program killed by {signal.Signals(sig).name}", False, elapsed)
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
-        return _result(False, "", f"SystemExit: {code}", False, elapsed)
+        if code == CHILD_BROKEN:
+            return _result(False, "", "RuntimeError: the program broke its result report", False, elapsed)
+        return _result(False, "", f"SystemExit: {code}", False, elapsed)  # os._exit(code)
 
 
 def _result(ok: bool, stdout: str, error: str | None, timed_out: bool = False, duration: float = 0.0) -> dict:

@@ -109,7 +109,7 @@ def _search_shard(wd: WorkDir, name: str, problems, proposer, scorer, scfg: Sear
             recs, st = run_mcts(todo[i:i + scfg.batch_size], proposer, sandbox, scfg, scorer)
             stats.add(st)
             for rec in recs:  # one line per finished problem: a kill loses at most this batch
-                f.write(json.dumps(rec.to_json()) + "\n")
+                f.write(rec.to_json() + "\n")
                 done[rec.problem_id] = rec
             f.flush()
             os.fsync(f.fileno())
@@ -127,7 +127,7 @@ def _read_progress(path: str) -> list:
     with open(path) as f:
         for line in f:
             try:
-                out.append(TreeRecord.from_json(json.loads(line)))
+                out.append(TreeRecord.from_json(line))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 break  # a line cut short by a kill: everything after it is redone
     return out

@@ -11,6 +11,7 @@ answer selection, SFT extraction and reports apply.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from rstar_jax.data.problems import Problem
 from rstar_jax.search.config import SearchConfig
 from rstar_jax.search.expand import ExpandSettings, NodeInfo, Scorer, expand, path_infos
-from rstar_jax.search.mcts import (SearchStats, TimedSandbox, answer_value, build_record, score_children,
+from rstar_jax.search.mcts import (SearchStats, TimedSandbox, answer_value, make_record, score_children,
                                    search_meta)
 from rstar_jax.search.proposer import ProposalRequest, Proposer
 from rstar_jax.search.records import TreeRecord
@@ -56,9 +57,13 @@ class _Forest:
                         value[m] += v
                         count[m] += 1
                         m = self.parents[b][m]
-            q = np.where(count > 0, value / np.maximum(count, 1), 0.0)
-            terminal = [i.terminal for i in infos]
-            out.append(build_record(p, infos, self.parents[b], q, count, terminal, search_meta(cfg, method)))
+            depth = np.zeros(len(infos), np.int32)
+            for n in range(1, len(infos)):
+                depth[n] = depth[self.parents[b][n]] + 1
+            tree_np = SimpleNamespace(parent=np.asarray(self.parents[b]), depth=depth, visits=count,
+                                      value_sum=value, terminal=np.array([i.terminal for i in infos]),
+                                      num_nodes=len(infos))
+            out.append(make_record(p, tree_np, infos, search_meta(cfg, method)))
         return out
 
 

@@ -22,7 +22,7 @@ from rstar_jax.search import tree as T
 from rstar_jax.search.config import SearchConfig
 from rstar_jax.search.expand import SQUASH, ExpandSettings, NodeInfo, Scorer, expand, path_infos
 from rstar_jax.search.proposer import ProposalRequest, Proposer
-from rstar_jax.search.records import NodeRecord, TreeRecord
+from rstar_jax.search.records import TreeRecord, record_from_tree
 
 
 @dataclasses.dataclass
@@ -123,7 +123,7 @@ def _search_batch(problems, proposer, sandbox, cfg, scorer, progress):
         active = (done < target) & ~root_terminal
         if not active.any():
             break
-        leaves = np.asarray(T.select(tree, params, l))
+        leaves = np.array(T.select(tree, params, l))  # a writable copy
         leaves[~active] = -1
         slots = [(i, j) for i in range(b) for j in range(l) if leaves[i, j] >= 0]
         if not slots:
@@ -188,25 +188,13 @@ def _search_batch(problems, proposer, sandbox, cfg, scorer, progress):
     bar.close()
     stats.seconds = time.perf_counter() - start
     h = jax.device_get(tree)
-    q = np.where(h.visits > 0, h.value_sum / np.maximum(h.visits, 1), 0.0)
-    recs = [build_record(p, infos[i], parents[i], q[i], h.visits[i], h.terminal[i], search_meta(cfg, "mcts"))
-            for i, p in enumerate(problems)]
+    recs = [make_record(p, T.tree_slice(h, i), infos[i], search_meta(cfg, "mcts")) for i, p in enumerate(problems)]
     return recs, stats
 
 
-def build_record(problem: Problem, infos: Sequence[NodeInfo], parents: Sequence[int], q: Sequence[float],
-                 visits: Sequence[int], terminal: Sequence[bool], meta: dict) -> TreeRecord:
-    """A problem's record: per-node search statistics joined with host-side node data."""
-    depth = [0] * len(infos)
-    for n in range(1, len(infos)):
-        depth[n] = depth[parents[n]] + 1
-    nodes = [NodeRecord(index=n, parent=int(parents[n]), depth=depth[n], text=info.text, q=float(q[n]),
-                        visits=int(visits[n]), prior=info.score, output=info.output,
-                        terminal=bool(terminal[n]), valid=info.valid, answer=info.answer,
-                        correct=info.correct, num_tokens=info.num_tokens)
-             for n, info in enumerate(infos)]
-    return TreeRecord(problem_id=problem.id, question=problem.question, gold=problem.answer, nodes=nodes,
-                      meta={**meta, "problem_meta": dict(problem.meta)})
+def make_record(problem: Problem, tree_np, infos: Sequence[NodeInfo], meta: dict) -> TreeRecord:
+    return record_from_tree(tree_np, infos, problem_id=problem.id, question=problem.question, gold=problem.answer,
+                            meta={**meta, "problem_meta": dict(problem.meta)})
 
 
 def search_meta(cfg: SearchConfig, method: str) -> dict:

@@ -1,0 +1,150 @@
+"""The search driver end to end: bootstrap proposer, real sandbox, grader, toy reward models."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rstar_jax.data.bootstrap import BootstrapProposer, ErrorRates, solve_rate
+from rstar_jax.data.synthetic import generate_problems, reference_solution
+from rstar_jax.sandbox import Sandbox
+from rstar_jax.search import answers
+from rstar_jax.search.baselines import run_beam, run_chains
+from rstar_jax.search.config import SearchConfig
+from rstar_jax.search.mcts import run_mcts
+from rstar_jax.search.records import TreeRecord, trajectories
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(num_workers=2, timeout_s=5.0) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return generate_problems(6, tier=3, seed=11)
+
+
+def check_record(rec: TreeRecord, mode: str) -> None:
+    """Structural invariants every search record must satisfy."""
+    nodes = rec.nodes
+    assert nodes[0].parent == -1 and nodes[0].depth == 0
+    for n in nodes[1:]:
+        assert 0 <= n.parent < n.index
+        assert n.depth == nodes[n.parent].depth + 1
+        assert -1.0 - 1e-6 <= n.q <= 1.0 + 1e-6
+        if n.answer is not None or n.text.rstrip().endswith("<end_of_answer>"):
+            assert n.terminal
+    kids: dict[int, list] = {}
+    for n in nodes[1:]:
+        kids.setdefault(n.parent, []).append(n)
+    # A failed step that ended its branch: invalid, childless, -1 on itself only.
+    failed = lambda n: not n.valid and n.terminal and not kids.get(n.index)
+    if mode == "terminal":
+        for n in nodes:
+            own = 1 if n.text.rstrip().endswith("<end_of_answer>") else 0
+            if failed(n):
+                assert n.visits == 1 and n.q == -1.0
+                continue
+            below = sum(c.visits for c in kids.get(n.index, []) if not failed(c))
+            assert n.visits == below + own, (n.index, n.visits, below, own)
+
+
+def test_mcts_terminal_mode_records_are_consistent(problems, sandbox):
+    cfg = SearchConfig(rollouts=6, candidates=4, batch_size=3, error_threshold=2)
+    proposer = BootstrapProposer(problems)
+    records, stats = run_mcts(problems, proposer, sandbox, cfg, progress=False)
+    assert len(records) == len(problems)
+    for rec, p in zip(records, problems):
+        assert rec.problem_id == p.id and rec.gold == p.answer
+        check_record(rec, "terminal")
+        for n in rec.nodes:
+            if n.answer is not None:
+                assert n.correct is not None
+    assert stats.tokens > 0 and stats.nodes_expanded > 0
+    assert stats.tokens == sum(n.num_tokens for r in records for n in r.nodes)
+
+
+def test_mcts_finds_more_than_plain_sampling(sandbox):
+    probs = generate_problems(16, tier=3, seed=5)
+    rates = {3: ErrorRates.split(0.3)}
+    proposer = BootstrapProposer(probs, error_rates=rates)
+    plain = solve_rate(proposer, probs, samples=1)[3]
+    records, _ = run_mcts(probs, proposer, sandbox, SearchConfig(rollouts=8, candidates=4, batch_size=16),
+                          progress=False)
+    found = np.mean([any(n.correct for n in r.nodes) for r in records])
+    assert found >= plain + 0.3, (found, plain)
+    # A found solution is a real one: its steps replay to the gold answer.
+    for r in records:
+        for path in trajectories(r):
+            if r.nodes[path[-1]].correct:
+                assert r.nodes[path[-1]].answer is not None
+
+
+def test_search_is_independent_of_batching(problems, sandbox):
+    proposer = BootstrapProposer(problems)
+    cfg = SearchConfig(rollouts=4, candidates=3, leaves_per_tree=2)
+    a, _ = run_mcts(problems, proposer, sandbox, cfg.replace(batch_size=6), progress=False)
+    b, _ = run_mcts(problems, proposer, sandbox, cfg.replace(batch_size=2), progress=False)
+    assert [r.to_json() for r in a] == [r.to_json() for r in b]
+
+
+class ReferenceScorer:
+    """A toy PPM that knows the reference solution: +3 for a step on it, -3 otherwise."""
+
+    def __init__(self, problems):
+        self.ref = {p.question: reference_solution(p) for p in problems}
+
+    def score(self, questions, paths):
+        out = []
+        for q, path in zip(questions, paths):
+            ref, step = self.ref[q], path[-1]
+            ok = step in ref or (step.startswith("<answer>") and step == ref[-1])
+            out.append(3.0 if ok else -3.0)
+        return np.asarray(out)
+
+
+def test_ppm_mode_and_test_time_selection(sandbox):
+    probs = generate_problems(8, tier=3, seed=7)
+    proposer = BootstrapProposer(probs, error_rates={3: ErrorRates.split(0.4)})
+    scorer = ReferenceScorer(probs)
+    cfg = SearchConfig(rollouts=3, candidates=4, mode="ppm", reward="ppm", batch_size=8)
+    records, _ = run_mcts(probs, proposer, sandbox, cfg, scorer, progress=False)
+    for r in records:
+        check_record(r, "ppm")
+        assert all(n.prior is not None for n in r.nodes[1:] if n.valid)
+    guided = np.mean([answers.is_solved(r, "best") for r in records])
+    chains, _ = run_chains(probs, proposer, sandbox, cfg.replace(temperature=1.0), 1, None, gold=False,
+                           progress=False)
+    single = np.mean([answers.is_solved(r, "best") for r in chains])
+    assert guided >= 0.75 and guided > single, (guided, single)
+
+
+def test_answer_selection_rules():
+    from rstar_jax.search.records import NodeRecord
+
+    def node(i, ans, prior):
+        return NodeRecord(index=i, parent=0, depth=1, text="<answer>x<end_of_answer>", q=0.0, visits=1,
+                          prior=prior, output=None, terminal=True, valid=True, answer=ans, correct=None,
+                          num_tokens=1)
+
+    root = NodeRecord(index=0, parent=-1, depth=0, text="", q=0.0, visits=0, prior=None, output=None,
+                      terminal=False, valid=True, answer=None, correct=None, num_tokens=0)
+    rec = TreeRecord("p", "q", "7", [root, node(1, "5", 0.9), node(2, "7", 0.5), node(3, "7.0", 0.4),
+                                     node(4, "\\frac{14}{2}", -0.2)])
+    assert answers.select(rec, "best").answer == "5"
+    assert answers.select(rec, "majority").answer == "7"  # 7, 7.0 and 14/2 agree
+    assert answers.select(rec, "weighted").answer == "7"
+    assert answers.select(rec, "majority", top_k=1).answer == "5"
+    assert answers.is_solved(rec, "majority") and not answers.is_solved(rec, "best")
+
+
+def test_baselines_run_and_account_tokens(problems, sandbox):
+    proposer = BootstrapProposer(problems)
+    cfg = SearchConfig(candidates=3, temperature=1.0)
+    chains, st = run_chains(problems, proposer, sandbox, cfg, 4, None, progress=False)
+    assert st.tokens == sum(n.num_tokens for r in chains for n in r.nodes) > 0
+    assert all(len(trajectories(r)) <= 4 for r in chains)
+    beams, st2 = run_beam(problems, proposer, sandbox, cfg, 2, ReferenceScorer(problems), progress=False)
+    assert st2.tokens > 0
+    assert np.mean([answers.is_solved(r, "best") for r in beams]) >= 0.5

@@ -13,6 +13,8 @@ import sys
 _COMMANDS = [
     ("rstar_jax.models.cli", "add_info_parser"),
     ("rstar_jax.models.cli", "add_convert_parser"),
+    ("rstar_jax.search.cli", "add_parser"),
+    ("rstar_jax.evolve_cli", "add_parser"),
 ]
 _BENCH = []
 

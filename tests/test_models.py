@@ -51,12 +51,14 @@ def test_cache_matches_full_forward(qwen_ckpt):
     ids, mask = _left_padded_batch(config.vocab_size, t=14, seed=1)
     full = np.asarray(models.logits(config, params, jnp.asarray(ids), jnp.asarray(mask)))
     prompt = 8
+    step = jax.jit(lambda p, x, c, m: (lambda h, c: (models.project(config, p, h), c))(
+        *models.forward_cached(config, p, x, c, m)))
     cache = models.init_cache(config, ids.shape[0], 32)
-    h, cache = models.forward_cached(config, params, jnp.asarray(ids[:, :prompt]), cache, jnp.asarray(mask[:, :prompt]))
-    steps = [models.project(config, params, h)]
+    out, cache = step(params, jnp.asarray(ids[:, :prompt]), cache, jnp.asarray(mask[:, :prompt]))
+    steps = [out]
     for t in range(prompt, ids.shape[1]):  # one-token decode steps
-        h, cache = models.forward_cached(config, params, jnp.asarray(ids[:, t:t + 1]), cache, jnp.asarray(mask[:, t:t + 1]))
-        steps.append(models.project(config, params, h))
+        out, cache = step(params, jnp.asarray(ids[:, t:t + 1]), cache, jnp.asarray(mask[:, t:t + 1]))
+        steps.append(out)
     cached = np.concatenate([np.asarray(s) for s in steps], axis=1)
     valid = mask.astype(bool)
     assert np.abs(cached - full)[valid].max() <= 1e-5

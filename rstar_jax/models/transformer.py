@@ -23,27 +23,30 @@ Params = dict[str, Any]
 class KVCache:
     """Fixed-capacity KV cache shared by all rows of a batch.
 
-    k, v:  [L, B, S, Hkv, Dh]  keys/values per slot
+    k:     L x [B, Hkv, Dh, S]  keys per layer, slots minor (a decode step's
+                                scores then reduce along contiguous memory)
+    v:     L x [B, Hkv, S, Dh]  values per layer
     mask:  [B, S] bool         slot holds a real (non-pad) token
     pos:   [B] int32           next RoPE position per row (= real tokens so far)
     index: [] int32            next slot to write (same for every row)
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]  # one array per layer: a stacked [L, ...] array carried
+    v: tuple[jax.Array, ...]  # through a decode loop is copied whole by XLA:CPU each step
     mask: jax.Array
     pos: jax.Array
     index: jax.Array
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[2]
+        return self.mask.shape[1]
 
 
 def init_cache(config: ModelConfig, batch: int, capacity: int) -> KVCache:
-    shape = (config.num_layers, batch, capacity, config.num_kv_heads, config.head_dim)
-    dt = jnp.dtype(config.dtype)
-    return KVCache(jnp.zeros(shape, dt), jnp.zeros(shape, dt), jnp.zeros((batch, capacity), bool),
+    kh, dh, dt = config.num_kv_heads, config.head_dim, jnp.dtype(config.dtype)
+    k = tuple(jnp.zeros((batch, kh, dh, capacity), dt) for _ in range(config.num_layers))
+    v = tuple(jnp.zeros((batch, kh, capacity, dh), dt) for _ in range(config.num_layers))
+    return KVCache(k, v, jnp.zeros((batch, capacity), bool),
                    jnp.zeros((batch,), jnp.int32), jnp.zeros((), jnp.int32))
 
 
@@ -78,9 +81,9 @@ class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, kv_mask, cache_kv, layer, write_index):
+    def __call__(self, x, positions, kv_mask, cache_kv, write_index):
         """x [B,T,D]; kv_mask [B,T,S] bool (which slots each query sees); cache_kv None
-        (no cache: S == T) or the stacked (k, v) [L,B,S,Hkv,Dh], updated in place at ``layer``."""
+        (no cache: S == T) or this layer's (k [B,Hkv,Dh,S], v [B,Hkv,S,Dh]), written at ``write_index``."""
         c, dt = self.config, jnp.dtype(self.config.dtype)
         b, t, _ = x.shape
         q = _dense(c.num_heads * c.head_dim, c.attention_bias, dt, "q_proj")(x)
@@ -89,19 +92,25 @@ class Attention(nn.Module):
         q = rope(q.reshape(b, t, c.num_heads, c.head_dim), positions, c.rope_theta)
         k = rope(k.reshape(b, t, c.num_kv_heads, c.head_dim), positions, c.rope_theta)
         v = v.reshape(b, t, c.num_kv_heads, c.head_dim)
-        new_kv = None
-        if cache_kv is not None:
-            at = (layer, 0, write_index, 0, 0)
-            ck = jax.lax.dynamic_update_slice(cache_kv[0], k[None].astype(cache_kv[0].dtype), at)
-            cv = jax.lax.dynamic_update_slice(cache_kv[1], v[None].astype(cache_kv[1].dtype), at)
-            new_kv, k, v = (ck, cv), ck[layer], cv[layer]
         g = c.num_heads // c.num_kv_heads
         q = q.reshape(b, t, c.num_kv_heads, g, c.head_dim)
-        s = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+        new_kv = None
+        if cache_kv is None:
+            s = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+        else:  # write this block into the cache, then attend over every slot
+            new_kv = (jax.lax.dynamic_update_slice(cache_kv[0], k.transpose(0, 2, 3, 1).astype(cache_kv[0].dtype),
+                                                   (0, 0, 0, write_index)),
+                      jax.lax.dynamic_update_slice(cache_kv[1], v.transpose(0, 2, 1, 3).astype(cache_kv[1].dtype),
+                                                   (0, 0, write_index, 0)))
+            s = jnp.einsum("btkgd,bkds->bkgts", q, new_kv[0], preferred_element_type=jnp.float32)
         s = s * (c.head_dim ** -0.5)
         s = jnp.where(kv_mask[:, None, None], s, jnp.finfo(jnp.float32).min)
         p = jax.nn.softmax(s, axis=-1).astype(dt)
-        o = jnp.einsum("bkgts,bskd->btkgd", p, v).reshape(b, t, c.num_heads * c.head_dim)
+        if new_kv is None:
+            o = jnp.einsum("bkgts,bskd->btkgd", p, v)
+        else:
+            o = jnp.einsum("bkgts,bksd->btkgd", p, new_kv[1])
+        o = o.reshape(b, t, c.num_heads * c.head_dim)
         return _dense(c.hidden_size, False, dt, "o_proj")(o), new_kv
 
 
@@ -120,16 +129,16 @@ class Block(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, kv_mask, cache_kv, layer, write_index):
+    def __call__(self, x, positions, kv_mask, cache_kv, write_index):
         c, dt = self.config, jnp.dtype(self.config.dtype)
         h, new_kv = Attention(c, name="attn")(RMSNorm(c.rms_norm_eps, dt, name="input_norm")(x),
-                                              positions, kv_mask, cache_kv, layer, write_index)
+                                              positions, kv_mask, cache_kv, write_index)
         x = x + h
         return x + MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, dt, name="post_norm")(x)), new_kv
 
 
 class Transformer(nn.Module):
-    """Returns final-normed hidden states [B,T,D] and the updated stacked cache (k, v) or None."""
+    """Returns final-normed hidden states [B,T,D] and the updated per-layer cache (k, v) or None."""
 
     config: ModelConfig
 
@@ -147,8 +156,13 @@ class Transformer(nn.Module):
 
     def __call__(self, input_ids, positions, kv_mask, cache_kv, write_index):
         x = self.embed(input_ids)
+        new_kv = []
         for i, layer in enumerate(self.layers):
-            x, cache_kv = layer(x, positions, kv_mask, cache_kv, i, write_index)
+            x, kv = layer(x, positions, kv_mask, None if cache_kv is None else (cache_kv[0][i], cache_kv[1][i]),
+                          write_index)
+            new_kv.append(kv)
+        if cache_kv is not None:
+            cache_kv = (tuple(k for k, _ in new_kv), tuple(v for _, v in new_kv))
         return self.final_norm(x), cache_kv
 
     def project(self, h):

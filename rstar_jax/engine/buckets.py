@@ -1,0 +1,45 @@
+"""Fixed shape buckets, so calls of similar size reuse one compiled program.
+
+Every jitted engine function sees padded shapes: the batch, the prompt (or
+suffix) length, the cached-prefix length and the new-token budget are each
+rounded up to the next bucket. The default ladder is powers of two with the
+1.5x steps in between (1, 2, 3, 4, 6, 8, 12, 16, 24, ...): at most a third of
+any padded dimension is waste, and a dimension up to 4096 has ~20 buckets.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+def ladder(lo: int, hi: int) -> tuple[int, ...]:
+    """Powers of two and their 1.5x midpoints in [lo, hi], plus ``hi`` itself."""
+    sizes, p = set(), 1
+    while p <= hi:
+        sizes.update(s for s in (p, p + p // 2) if lo <= s <= hi)
+        p *= 2
+    sizes.add(hi)
+    return tuple(sorted(sizes))
+
+
+def pick(n: int, sizes: tuple[int, ...], what: str) -> int:
+    """The smallest bucket >= n (n = 0 gives 0: an absent dimension stays absent)."""
+    if n == 0:
+        return 0
+    for s in sizes:
+        if s >= n:
+            return s
+    raise ValueError(f"{what} {n} exceeds the largest bucket {sizes[-1]}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+    """Bucket sizes per dimension. ``length`` serves prompt, prefix and new-token lengths."""
+
+    batch: tuple[int, ...] = ladder(1, 1024)
+    length: tuple[int, ...] = ladder(8, 32768)
+
+    def rows(self, n: int) -> int:
+        return pick(n, self.batch, "batch size")
+
+    def tokens(self, n: int, what: str = "length") -> int:
+        return pick(n, self.length, what)

@@ -1,0 +1,275 @@
+"""The generation engine: batched sampling with shared prefill, stop strings and reusable prefix KV.
+
+``Engine.generate`` prefills each prompt once, broadcasts its KV to its ``n``
+sample rows and decodes all rows together (``decode.py``), in chunks of
+``chunk`` tokens with an early exit and a host-side stop-string check between
+chunks (``chunk=0``: one ``lax.while_loop`` to the end). A completion can return
+its KV as a ``Prefix``; passing it back with a longer prompt prefills only the
+new tokens (the search keeps one per tree node).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rstar_jax.engine import decode as dec
+from rstar_jax.engine.buckets import Buckets
+from rstar_jax.engine.codec import Codec
+from rstar_jax.engine.sampling import SamplingMode
+from rstar_jax.engine.scoring import left_pad, score_sequences
+from rstar_jax.engine.stops import cut_at_stop, rows_with_stop
+from rstar_jax.models import ModelConfig
+
+Prompt = str | Sequence[int]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Prefix:
+    """The KV of ``tokens``: k [L, Hkv, Dh, P], v [L, Hkv, P, Dh], the first len(tokens) slots real."""
+
+    tokens: tuple[int, ...]
+    k: jax.Array
+    v: jax.Array
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One sample. finish_reason: the stop string hit, "eos" or "length". logprob: sum of the
+    model's log-probabilities of ``token_ids`` (unscaled by temperature or truncation)."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str
+    logprob: float
+    prefix: Prefix | None = None
+
+
+@dataclasses.dataclass
+class GenerateStats:
+    """Counters of the last ``generate`` call (summed over its row groups)."""
+
+    prompts: int = 0
+    rows: int = 0
+    prefill_tokens: int = 0  # real prompt tokens run through the model
+    shared_prefill_saved: int = 0  # tokens n separate copies of each prompt would have added
+    prefix_reused: int = 0  # prompt tokens taken from a cached Prefix instead
+    new_tokens: int = 0
+    decode_calls: int = 0
+    seconds: float = 0.0
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class Engine:
+    """Jitted generation and PPM scoring for one model.
+
+    chunk:    tokens per decode call (host checks between calls); 0 = one while_loop.
+    max_rows: decode rows per device batch (prompts x n); larger requests run in groups.
+    max_len:  longest prompt + completion (default: the model's max_position_embeddings).
+    share_prefill: prefill each prompt once for its n rows (False: once per row, for comparison).
+    """
+
+    def __init__(self, config: ModelConfig, params, tokenizer=None, *, buckets: Buckets = Buckets(),
+                 chunk: int = 16, max_rows: int = 512, max_len: int | None = None, share_prefill: bool = True):
+        self.config, self.params, self.buckets = config, params, buckets
+        self.codec = Codec(tokenizer) if tokenizer is not None else None
+        self.chunk, self.max_rows, self.share_prefill = chunk, max_rows, share_prefill
+        self.max_len = max_len or config.max_position_embeddings
+        self.eos_ids = ({config.eos_token_id} if config.eos_token_id is not None else set()) | \
+            (self.codec.eos_ids() if self.codec else set())
+        self.stats = GenerateStats()
+
+    # --- text -------------------------------------------------------------------------
+    def encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            if self.codec is None:
+                raise ValueError("text prompts need a tokenizer; pass token ids or Engine(..., tokenizer)")
+            return self.codec.encode(prompt)
+        return [int(t) for t in prompt]
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.codec.decode(ids) if self.codec else ""
+
+    # --- generation -------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Prompt], n: int = 1, max_new_tokens: int = 256,
+                 temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, stop: Sequence[str] = (),
+                 seed: int | Sequence[int] = 0, prefixes: Sequence[Prefix | None] | None = None,
+                 return_prefix: bool = False, chunk: int | None = None) -> list[list[Completion]]:
+        """``n`` completions per prompt (strings or token-id lists).
+
+        seed: an int (row keys from (seed, prompt index, sample index)) or one seed per
+              prompt (keys from (seeds[i], sample index): independent of the batch).
+        prefixes: per prompt, a Prefix whose tokens start the prompt (or None); the longest
+              common token prefix is reused and only the rest is prefilled.
+        return_prefix: attach to each completion the KV of prompt + completion[:-1].
+        """
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1 or top_k < 0:
+            raise ValueError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={top_p}, top_k={top_k}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        stop = tuple(stop)
+        if stop and self.codec is None:
+            raise ValueError("stop strings need a tokenizer")
+        t0 = time.perf_counter()
+        self.stats = GenerateStats(prompts=len(prompts))
+        if not prompts:
+            return []
+        ids = [self.encode(p) for p in prompts]
+        for i, p in enumerate(ids):
+            if not p:
+                raise ValueError(f"prompt {i} is empty")
+            if len(p) >= self.max_len:
+                raise ValueError(f"prompt {i} has {len(p)} tokens; the maximum is {self.max_len - 1} "
+                                 f"(max_len {self.max_len})")
+        if isinstance(seed, (int, np.integer)):
+            seeds = [(int(seed), i) for i in range(len(ids))]
+        else:
+            if len(seed) != len(ids):
+                raise ValueError(f"got {len(seed)} seeds for {len(ids)} prompts")
+            seeds = [(int(s), 0) for s in seed]
+        prefixes = list(prefixes) if prefixes is not None else [None] * len(ids)
+        if len(prefixes) != len(ids):
+            raise ValueError(f"got {len(prefixes)} prefixes for {len(ids)} prompts")
+        # reuse at most len - 1 tokens: the last prompt token is fed to get the first logits
+        keeps = [0 if p is None else min(_common_prefix(p.tokens, q), len(q) - 1) for p, q in zip(prefixes, ids)]
+        mode = SamplingMode.of(temperature, top_p, top_k)
+        stop_ids = sorted(self.eos_ids | {i for s in stop if (i := self.codec.single_token_id(s)) is not None})
+        settings = dict(max_new=max_new_tokens, stop=stop, stop_ids=stop_ids, mode=mode,
+                        sampling=(temperature, top_p, top_k), return_prefix=return_prefix,
+                        chunk=self.chunk if chunk is None else chunk)
+        rows = [(i, j) for i in range(len(ids)) for j in range(n)]  # (prompt, sample)
+        comps: list[Completion] = []
+        for g in range(0, len(rows), self.max_rows):
+            group = rows[g:g + self.max_rows]
+            # prompts of this group, prefilled once each (or once per row without sharing)
+            users = sorted({i for i, _ in group}) if self.share_prefill else [i for i, _ in group]
+            slot = {i: k for k, i in enumerate(users)}
+            src = [slot[i] for i, _ in group] if self.share_prefill else list(range(len(group)))
+            keys = [(*seeds[i], j) for i, j in group]
+            comps += self._generate_group([ids[i] for i in users], [prefixes[i] for i in users],
+                                          [keeps[i] for i in users], src, keys, **settings)
+        self.stats.seconds = time.perf_counter() - t0
+        return [comps[i * n:(i + 1) * n] for i in range(len(ids))]
+
+    def _generate_group(self, ids, prefixes, keeps, src, keys, *, max_new, stop, stop_ids, mode, sampling,
+                        return_prefix, chunk) -> list[Completion]:
+        """Completions of rows ``src`` [R] (index into the prompts ``ids``) with PRNG ``keys``
+        [R] of (seed, prompt index, sample index)."""
+        b, nr = len(ids), len(src)
+        bp, r = self.buckets.rows(b), self.buckets.rows(nr)
+        suffixes = [p[k:] for p, k in zip(ids, keeps)]
+        t = self.buckets.tokens(max(map(len, suffixes)), "prompt length")
+        budget = [min(max_new, self.max_len - len(p)) for p in ids]
+        new_cap = self.buckets.tokens(max(budget), "max_new_tokens")
+        tokens, mask = left_pad(suffixes, bp, t)
+        prefix_k, prefix_v = self._stack_prefixes(prefixes, keeps, bp)
+
+        def per_row(values, dtype):  # [R], batch-padding rows zero
+            out = np.zeros(r, dtype)
+            out[:nr] = values
+            return out
+
+        stop_arr = np.full(max(8, -(-len(stop_ids) // 8) * 8), -1, np.int32)  # padded: no recompiles
+        stop_arr[:len(stop_ids)] = stop_ids
+        state = dec.prefill(
+            self.config, self.params, prefix_k, prefix_v, np.asarray(keeps + [0] * (bp - b), np.int32), tokens, mask,
+            per_row(src, np.int32), per_row([budget[i] for i in src], np.int32),
+            per_row([s & 0xFFFFFFFF for s, _, _ in keys], np.uint32), per_row([i for _, i, _ in keys], np.int32),
+            per_row([j for _, _, j in keys], np.int32), stop_arr, *sampling, mode=mode, new_cap=new_cap)
+        calls, done = 0, np.asarray(state.done)
+        while not done.all() and int(state.step) < new_cap:
+            limit = new_cap if chunk <= 0 else min(int(state.step) + chunk, new_cap)
+            state = dec.decode(self.config, self.params, state, np.int32(limit), mode=mode)
+            calls += 1
+            done = np.asarray(state.done)
+            if stop and not done.all():  # multi-token stop strings are found on the host
+                done = self._mark_stopped(state, done, stop)
+                state = state.replace(done=jnp.asarray(done))
+        toks, lps, num = jax.device_get((state.tokens, state.logprobs, state.num))
+        rows = [self._finish(toks[i, :num[i]], lps[i, :num[i]], stop) for i in range(nr)]
+        st = self.stats
+        st.rows += nr
+        st.prefill_tokens += sum(map(len, suffixes))
+        st.shared_prefill_saved += sum(len(suffixes[i]) for i in src) - sum(map(len, suffixes))
+        st.prefix_reused += sum(keeps)
+        st.new_tokens += int(num[:nr].sum())
+        st.decode_calls += calls
+        prefs = self._extract(state.cache, [ids[i] for i in src], rows) if return_prefix else [None] * nr
+        return [Completion(text, tuple(tk), reason, lp, pf) for (tk, text, reason, lp), pf in zip(rows, prefs)]
+
+    def _stack_prefixes(self, prefixes, keeps, bp):
+        """[Bp, L, Hkv, Dh, P] / [Bp, L, Hkv, P, Dh] from the used prefixes (None if none is used)."""
+        if not any(keeps):
+            return None, None
+        p = self.buckets.tokens(max(keeps), "prefix length")
+        c = self.config
+        zk = jnp.zeros((c.num_layers, c.num_kv_heads, c.head_dim, p), jnp.dtype(c.dtype))
+        zv = jnp.zeros((c.num_layers, c.num_kv_heads, p, c.head_dim), jnp.dtype(c.dtype))
+        ks, vs = [], []
+        for pf, keep in zip(prefixes, keeps):
+            if not keep:
+                ks.append(zk), vs.append(zv)
+                continue
+            have = pf.k.shape[-1]
+            ks.append(pf.k[..., :p] if have >= p else jnp.pad(pf.k, [(0, 0)] * 3 + [(0, p - have)]))
+            vs.append(pf.v[..., :p, :] if have >= p else jnp.pad(pf.v, [(0, 0)] * 2 + [(0, p - have), (0, 0)]))
+        ks += [zk] * (bp - len(ks))
+        vs += [zv] * (bp - len(vs))
+        return jnp.stack(ks), jnp.stack(vs)
+
+    def _mark_stopped(self, state, done, stop) -> np.ndarray:
+        """Also mark done the active rows whose text so far contains a stop string."""
+        active = np.flatnonzero(~done)
+        toks, num = jax.device_get((state.tokens, state.num))
+        texts = self.codec.decode_batch([toks[i, :num[i]] for i in active])
+        done = done.copy()
+        done[active[np.asarray(rows_with_stop(texts, stop), bool)]] = True
+        return done
+
+    def _finish(self, toks: np.ndarray, lps: np.ndarray, stop) -> tuple[list[int], str, str, float]:
+        """(token ids, text, finish reason, logprob) of one row's raw draw."""
+        toks = [int(x) for x in toks]
+        reason = "length"
+        body = toks
+        if toks and toks[-1] in self.eos_ids:
+            reason, body = "eos", toks[:-1]  # eos stays in the ids, not in the text
+        text = self._decode(body)
+        if stop:
+            cut = cut_at_stop(body, stop, self._decode)
+            if cut is not None:
+                m, text, reason = cut
+                toks = body[:m]
+        return toks, text, reason, float(np.sum(lps[:len(toks)], dtype=np.float64))
+
+    def _extract(self, cache, prompts, rows) -> list[Prefix]:
+        """Each row's KV of prompt + completion[:-1] (what its cache holds, less any overshoot)."""
+        seqs = [tuple(p) + tuple(tk[:-1]) for p, (tk, *_) in zip(prompts, rows)]
+        length = self.buckets.tokens(max(map(len, seqs)), "prefix length")
+        k, v = dec.extract_prefixes(cache, np.arange(len(rows), dtype=np.int32), length=length)
+        return [Prefix(s, kk, vv) for s, kk, vv in zip(seqs, jnp.unstack(k), jnp.unstack(v))]
+
+    # --- scoring ----------------------------------------------------------------------
+    def score(self, texts: Sequence[Prompt], max_tokens: int = 16384) -> np.ndarray:
+        """Raw PPM scores [N] float32 (the value head on each text's last token)."""
+        if not len(texts):
+            return np.zeros(0, np.float32)
+        return score_sequences(self.config, self.params, [self.encode(t) for t in texts], self.buckets, max_tokens)

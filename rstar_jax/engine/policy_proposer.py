@@ -1,0 +1,80 @@
+"""The policy model as a step proposer: k sampled next steps per leaf, one engine call per batch.
+
+Each candidate's KV (prompt + step) is kept in a byte-bounded LRU cache keyed by
+its parent's path and its text; when the search later expands that child, only
+the text appended since (the last step token, an ``<output>`` block) is
+prefilled instead of the whole path (DESIGN.md §5: the tree owns its cache).
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+from typing import Sequence
+
+from rstar_jax.engine.engine import Engine, Prefix
+from rstar_jax.search.proposer import ProposalRequest, StepCandidate
+from rstar_jax.steps import STEP_STOPS, build_prompt
+
+
+def request_seed(seed: int, request: ProposalRequest) -> int:
+    """A 32-bit seed from (seed, problem id, path): independent of the batch a request is in."""
+    h = hashlib.blake2b(digest_size=4)
+    for part in (str(seed), request.problem_id, str(len(request.steps)), *request.steps):
+        h.update(part.encode() + b"\0")
+    return int.from_bytes(h.digest(), "little")
+
+
+class PolicyProposer:
+    """Proposer protocol over an ``Engine`` (stop at any step marker, ``max_step_tokens`` per step).
+
+    prefix_cache_mb: byte budget of the per-node prefix-KV cache (0 disables it).
+    """
+
+    def __init__(self, engine: Engine, max_step_tokens: int = 256, *, top_p: float = 1.0, top_k: int = 0,
+                 prefix_cache_mb: float = 512.0):
+        self.engine, self.max_step_tokens = engine, max_step_tokens
+        self.top_p, self.top_k = top_p, top_k
+        self.cache_bytes = int(prefix_cache_mb * 2**20)
+        # (problem id, parent path) -> {candidate text: Prefix}, least recently used first
+        self._cache: collections.OrderedDict[tuple, dict[str, Prefix]] = collections.OrderedDict()
+        self._bytes = 0
+
+    def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float,
+                seed: int) -> list[list[StepCandidate]]:
+        if not requests:
+            return []
+        prompts = [build_prompt(r.question) + "".join(r.steps) for r in requests]
+        comps = self.engine.generate(
+            prompts, n=k, max_new_tokens=self.max_step_tokens, temperature=temperature, top_p=self.top_p,
+            top_k=self.top_k, stop=STEP_STOPS, seed=[request_seed(seed, r) for r in requests],
+            prefixes=[self._take(r) for r in requests], return_prefix=self.cache_bytes > 0)
+        out = []
+        for r, cs in zip(requests, comps):
+            if self.cache_bytes > 0:
+                self._put((r.problem_id, r.steps), {c.text: c.prefix for c in cs})
+            out.append([StepCandidate(c.text, len(c.token_ids), c.logprob,
+                                      "stop" if c.finish_reason in STEP_STOPS else c.finish_reason) for c in cs])
+        return out
+
+    def _take(self, r: ProposalRequest) -> Prefix | None:
+        """Pop the cached KV of the candidate this leaf was made from (its step may have grown
+        an ``<output>`` block since, so match the longest candidate text it starts with)."""
+        if not r.steps:
+            return None
+        entry = self._cache.get((r.problem_id, r.steps[:-1]))
+        if not entry:
+            return None
+        texts = [t for t in entry if r.steps[-1].startswith(t)]
+        if not texts:
+            return None
+        prefix = entry.pop(max(texts, key=len))  # a node is expanded once
+        self._bytes -= prefix.nbytes
+        return prefix
+
+    def _put(self, key: tuple, entry: dict[str, Prefix]) -> None:
+        old = self._cache.pop(key, {})  # a re-expanded node's new candidates replace the old
+        self._bytes += sum(p.nbytes for p in entry.values()) - sum(p.nbytes for p in old.values())
+        self._cache[key] = entry
+        while self._bytes > self.cache_bytes and self._cache:
+            _, dropped = self._cache.popitem(last=False)
+            self._bytes -= sum(p.nbytes for p in dropped.values())

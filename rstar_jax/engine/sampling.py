@@ -1,0 +1,68 @@
+"""Token sampling: per-row PRNG keys, temperature, top-k, top-p (all jit-friendly).
+
+Randomness of a row depends only on its own key and the index of the token
+being drawn, never on the other rows of the batch: a row's key is derived from
+(seed, prompt index, sample index) and the key of its t-th token is
+``fold_in(row_key, t)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingMode:
+    """The static (compile-time) part of sampling; the values themselves are traced.
+
+    greedy:   temperature == 0, argmax (deterministic, no randomness drawn).
+    truncate: top_k > 0 or top_p < 1; needs a sort of the vocabulary, so it is
+              compiled in only when asked for.
+    """
+
+    greedy: bool = False
+    truncate: bool = False
+
+    @classmethod
+    def of(cls, temperature: float, top_p: float, top_k: int) -> "SamplingMode":
+        return cls(greedy=temperature == 0.0, truncate=temperature > 0.0 and (top_k > 0 or top_p < 1.0))
+
+
+def row_keys(seeds: jax.Array, prompt_index: jax.Array, sample_index: jax.Array) -> jax.Array:
+    """Typed PRNG keys [R] from uint32 seeds, prompt and sample indices [R]."""
+    def one(s, i, j):
+        return jax.random.fold_in(jax.random.fold_in(jax.random.key(s), i), j)
+    return jax.vmap(one)(seeds, prompt_index, sample_index)
+
+
+def truncate_logits(logits: jax.Array, top_p: jax.Array, top_k: jax.Array) -> jax.Array:
+    """Mask (to -inf) tokens outside top-k and outside the top-p nucleus. logits [R, V].
+
+    top_k <= 0 keeps all; the nucleus is the smallest prefix of tokens sorted by
+    probability whose mass reaches top_p (the most likely token always stays).
+    Tokens tied with the last kept logit are kept too.
+    """
+    v = logits.shape[-1]
+    desc = -jnp.sort(-logits, axis=-1)  # [R, V] descending
+    probs = jax.nn.softmax(desc, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    rank = jnp.arange(v)
+    k = jnp.where(top_k > 0, top_k, v)
+    keep = (rank < k) & ((mass_before < top_p) | (rank == 0))
+    threshold = jnp.min(jnp.where(keep, desc, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits >= threshold, logits, -jnp.inf)
+
+
+def sample(logits: jax.Array, keys: jax.Array, step: jax.Array, temperature: jax.Array,
+           top_p: jax.Array, top_k: jax.Array, mode: SamplingMode) -> jax.Array:
+    """Draw one token per row. logits [R, V] float32, keys [R], step [R] int32 -> [R] int32."""
+    if mode.greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    x = logits / temperature
+    if mode.truncate:
+        x = truncate_logits(x, top_p, top_k)
+    # Gumbel-max: argmax(x + g) is a draw from softmax(x); one key per row and token.
+    g = jax.vmap(lambda k, t: jax.random.gumbel(jax.random.fold_in(k, t), x.shape[-1:]))(keys, step)
+    return jnp.argmax(x + g, axis=-1).astype(jnp.int32)

@@ -148,3 +148,44 @@ def test_baselines_run_and_account_tokens(problems, sandbox):
     beams, st2 = run_beam(problems, proposer, sandbox, cfg, 2, ReferenceScorer(problems), progress=False)
     assert st2.tokens > 0
     assert np.mean([answers.is_solved(r, "best") for r in beams]) >= 0.5
+
+
+@pytest.fixture(scope="module")
+def tiny_engine_pair(problems):
+    """A tiny random policy and PPM over the domain tokenizer (outputs are noise; structure is what counts)."""
+    import jax
+
+    from rstar_jax.data.domain_tokenizer import train_domain_tokenizer
+    from rstar_jax.engine import Engine
+    from rstar_jax.models import ModelConfig, init_params, init_value_head
+    from rstar_jax.steps import build_prompt
+
+    tok = train_domain_tokenizer([build_prompt(p.question) + "".join(reference_solution(p)) for p in problems],
+                                 vocab_size=300)
+    config = ModelConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                         num_kv_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    params = init_params(config, jax.random.key(0))
+    pcfg, pparams = init_value_head(config, params, jax.random.key(1))
+    return Engine(config, params, tok), Engine(pcfg, pparams, tok)
+
+
+def test_engine_backed_search_and_baselines(problems, sandbox, tiny_engine_pair):
+    from rstar_jax.engine import PolicyProposer
+    from rstar_jax.search.loading import PPMScorer
+
+    policy, ppm = tiny_engine_pair
+    proposer, scorer = PolicyProposer(policy, max_step_tokens=12), PPMScorer(ppm)
+    probs = problems[:3]
+    cfg = SearchConfig(rollouts=2, candidates=3, max_step_tokens=12, max_depth=4, error_threshold=1)
+    for mode, reward in (("terminal", "gold"), ("ppm", "ppm")):
+        recs, st = run_mcts(probs, proposer, sandbox, cfg.replace(mode=mode, reward=reward),
+                            scorer if mode == "ppm" else None, progress=False)
+        assert st.tokens == sum(n.num_tokens for r in recs for n in r.nodes) > 0
+        for r in recs:
+            check_record(r, mode)
+            assert len(r.nodes) > 1 and all(n.depth <= cfg.max_depth for n in r.nodes)
+    chains, _ = run_chains(probs, proposer, sandbox, cfg, 2, scorer, progress=False)
+    beams, _ = run_beam(probs, proposer, sandbox, cfg, 2, scorer, progress=False)
+    for r in chains + beams:
+        check_record(r, "chains")

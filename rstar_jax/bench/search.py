@@ -1,0 +1,129 @@
+"""`rstar-jax bench search`: batched MCTS vs a naive loop in the official code's style.
+
+Ours: all problems' trees in lockstep, K candidates per leaf sharing one prefill,
+children continuing from their parent's cached KV. Naive: one problem at a time,
+every candidate prefilled from the full path text (no sharing, no reuse), as the
+official PyTorch+vLLM loop does per node. Same engine, proposer weights, sandbox
+and search settings; nodes expanded per second and prefill tokens per expansion.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Sequence
+
+from rstar_jax.search.proposer import ProposalRequest, StepCandidate
+
+
+class NaiveProposer:
+    """K separate copies of the full path text per request, one request at a time."""
+
+    def __init__(self, engine, max_step_tokens: int):
+        self.engine, self.max_step_tokens = engine, max_step_tokens
+        self.prefill_tokens = 0
+
+    def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float,
+                seed: int) -> list[list[StepCandidate]]:
+        from rstar_jax.engine.policy_proposer import request_seed
+        from rstar_jax.steps import STEP_STOPS, build_prompt
+
+        out = []
+        for r in requests:
+            text = build_prompt(r.question) + "".join(r.steps)
+            base = request_seed(seed, r)
+            comps = self.engine.generate([text] * k, n=1, max_new_tokens=self.max_step_tokens,
+                                         temperature=temperature, stop=STEP_STOPS,
+                                         seed=[base + j for j in range(k)])
+            self.prefill_tokens += self.engine.stats.prefill_tokens
+            out.append([StepCandidate(c[0].text, len(c[0].token_ids), c[0].logprob) for c in comps])
+        return out
+
+
+class _CountingProposer:
+    """Adds up the engine's prefill counters over a search."""
+
+    def __init__(self, inner, engine):
+        self.inner, self.engine, self.prefill_tokens, self.saved = inner, engine, 0, 0
+
+    def propose(self, requests, k, *, temperature, seed):
+        out = self.inner.propose(requests, k, temperature=temperature, seed=seed)
+        st = self.engine.stats
+        self.prefill_tokens += st.prefill_tokens
+        self.saved += st.shared_prefill_saved + st.prefix_reused
+        return out
+
+
+def _policy(path: str | None, problems, seconds: float):
+    """A policy folder, or a ~5M model quickly taught the step format on reference solutions."""
+    from rstar_jax.data.domain_tokenizer import load_tokenizer
+    from rstar_jax.models import load_hf
+    if path:
+        config, params = load_hf(path)
+        return config, params, load_tokenizer(path)
+    from rstar_jax.train.quick import quick_policy
+    return quick_policy(problems, seconds=seconds)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="rstar-jax bench search", description=__doc__)
+    add_args(p)
+    return run(p.parse_args(argv))
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", help="policy HF folder (default: a ~5M model trained briefly here)")
+    p.add_argument("--problems", type=int, default=64)
+    p.add_argument("--naive-problems", type=int, default=8, help="the naive loop runs on this many")
+    p.add_argument("--rollouts", type=int, default=8)
+    p.add_argument("--candidates", type=int, default=4)
+    p.add_argument("--train-seconds", type=float, default=120.0)
+    p.add_argument("--out", default="bench_search.json")
+
+
+def run(args) -> dict:
+    from rstar_jax.data.synthetic import generate_problems
+    from rstar_jax.engine import Engine, PolicyProposer
+    from rstar_jax.sandbox import Sandbox
+    from rstar_jax.search.config import SearchConfig
+    from rstar_jax.search.mcts import run_mcts
+
+    problems = generate_problems(args.problems, tier=2, seed=123)
+    config, params, tok = _policy(args.policy, generate_problems(2000, tier=2, seed=7), args.train_seconds)
+    cfg = SearchConfig(rollouts=args.rollouts, candidates=args.candidates, temperature=1.0,
+                       error_threshold=1, max_step_tokens=96, batch_size=args.problems)
+    rows = {}
+    with Sandbox() as sandbox:
+        for name, probs, batch in (("ours (batched, shared prefix, KV reuse)", problems, args.problems),
+                                   ("naive (one problem, full-path prefill)", problems[:args.naive_problems], 1)):
+            engine = Engine(config, params, tok)
+            inner = PolicyProposer(engine, cfg.max_step_tokens) if batch > 1 else \
+                NaiveProposer(engine, cfg.max_step_tokens)
+            prop = _CountingProposer(inner, engine) if batch > 1 else inner
+            run_mcts(probs[:1], prop, sandbox, cfg.replace(rollouts=1, batch_size=1), progress=False)  # compile
+            prop.prefill_tokens = 0
+            t = time.perf_counter()
+            _, st = run_mcts(probs, prop, sandbox, cfg.replace(batch_size=batch), progress=False)
+            secs = time.perf_counter() - t
+            rows[name] = {"problems": len(probs), "nodes_expanded": st.nodes_expanded, "seconds": secs,
+                          "nodes_per_s": st.nodes_expanded / secs, "tokens": st.tokens,
+                          "prefill_per_expansion": prop.prefill_tokens / max(st.nodes_expanded, 1),
+                          "sandbox_share": st.sandbox_seconds / secs}
+    ours, naive = rows.values()
+    result = {"rows": rows, "speedup_nodes_per_s": ours["nodes_per_s"] / naive["nodes_per_s"],
+              "model_parameters": config.num_params(), "config": vars(args)}
+    print(f"{'method':42s} {'nodes/s':>9s} {'prefill/exp':>12s} {'tokens':>9s} {'sandbox':>8s}")
+    for name, r in rows.items():
+        print(f"{name:42s} {r['nodes_per_s']:9.1f} {r['prefill_per_expansion']:12.1f} {r['tokens']:9d} "
+              f"{100 * r['sandbox_share']:7.0f}%")
+    print(f"speedup: {result['speedup_nodes_per_s']:.1f}x nodes/s")
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("search", help="MCTS nodes/s: batched vs naive per-problem loop",
+                       description=__doc__)
+    add_args(p)
+    p.set_defaults(func=lambda a: run(a) and 0)

@@ -227,7 +227,7 @@ class Zygote:
                 yield {**prepared, "id": job["id"]}
             else:
                 code, share = prepared
-                (shared if share else alone).append((job["id"], code))
+                (shared if share and self.cfg["share_children"] else alone).append((job["id"], code))
         if shared:
             yield from self._run(shared)
         for item in alone:

@@ -1,0 +1,278 @@
+"""The generation engine against transformers PyTorch and against itself.
+
+One tiny random Qwen2 checkpoint and a tiny byte-level BPE tokenizer (with the
+step markers as special tokens) serve every test; shapes are shared between
+tests where possible because each new bucket costs a compile.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from rstar_jax import models
+from rstar_jax.engine import Engine
+from rstar_jax.engine.decode import TRACES
+from rstar_jax.engine.sampling import truncate_logits
+from rstar_jax.engine.stops import cut_at_stop, first_stop
+from rstar_jax.models.transformer import jit_logits
+from rstar_jax.steps import SPECIAL_TOKENS
+from tests.conftest import make_hf_checkpoint
+
+CORPUS = ["the cat sat on the mat and the dog sat on the log",
+          "x = 3 + 4\nprint(x * 2)\n# add the numbers then print", "1234567890 apples, pears; bananas!"] * 3
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, decoders, models as tmodels, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(tmodels.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<pad>", "<eos>", *SPECIAL_TOKENS]
+    # ASCII-only alphabet: any id sequence decodes to valid text (no split UTF-8 sequences)
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=160, special_tokens=specials,
+                                                        show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                   additional_special_tokens=list(SPECIAL_TOKENS),
+                                   clean_up_tokenization_spaces=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(config, params, torch model, tokenizer); the model knows no eos (runs to the limit)."""
+    tokenizer = make_tokenizer()
+    path = tmp_path_factory.mktemp("engine_ckpt")
+    model = make_hf_checkpoint(path, "qwen2", vocab_size=len(tokenizer), max_position_embeddings=128)
+    config, params = models.load_hf(str(path))
+    return config, params, model, tokenizer
+
+
+def prompts_of(lengths, vocab, seed=0):
+    rng = np.random.RandomState(seed)
+    return [list(map(int, rng.randint(2, vocab, n))) for n in lengths]
+
+
+def full_logits(config, params, seq, width=64):
+    """Logits [len(seq), V] of one full forward (right-padded to one shape: one compile)."""
+    ids = np.zeros((1, width), np.int32)
+    ids[0, :len(seq)] = seq
+    return np.asarray(jit_logits(config, params, jnp.asarray(ids)))[0, :len(seq)].astype(np.float64)
+
+
+def full_logprob(config, params, prompt, completion):
+    """Sum of log p(completion | prompt) from one full forward."""
+    lg = full_logits(config, params, list(prompt) + list(completion))
+    lp = lg - np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True)) - lg.max(-1, keepdims=True)
+    return float(sum(lp[len(prompt) - 1 + i, t] for i, t in enumerate(completion)))
+
+
+LENGTHS = [3, 11, 7, 9]  # one (batch, length) bucket for the greedy tests
+NEW = 12
+
+
+def test_greedy_matches_transformers_and_never_recompiles(tiny):
+    config, params, model, _ = tiny
+    prompts = prompts_of(LENGTHS, config.vocab_size)
+    t = max(LENGTHS)
+    ids = np.zeros((len(prompts), t), np.int64)
+    mask = np.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, t - len(p):], mask[i, t - len(p):] = p, 1
+    with torch.no_grad():
+        ref = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
+                             max_new_tokens=NEW, pad_token_id=0).numpy()[:, t:]
+    engine = Engine(config, params)
+    for chunk in (0, 5, 1):  # one while_loop, a host loop over 5-token calls, over 1-token calls
+        out = engine.generate(prompts, n=1, max_new_tokens=NEW, temperature=0.0, chunk=chunk)
+        for i, p in enumerate(prompts):
+            c = out[i][0]
+            assert list(c.token_ids) == ref[i].tolist(), (chunk, i)
+            assert c.finish_reason == "length"
+            assert c.logprob == pytest.approx(full_logprob(config, params, p, c.token_ids), abs=1e-3)
+    assert engine.stats.decode_calls == NEW - 1  # chunk=1: every token after the first is one call
+    counts = dict(TRACES)
+    # same buckets: other prompts of lengths <= 12, fewer new tokens, other chunking -> no compile
+    engine.generate(prompts_of([12, 9, 10, 5], config.vocab_size, seed=1), max_new_tokens=9, temperature=0.0)
+    assert dict(TRACES) == counts
+
+
+def test_stop_strings_and_finish_reasons(tiny):
+    config, params, _, tokenizer = tiny
+    engine = Engine(config, params, tokenizer)
+    texts = ["the cat sat", "x = 3 + 4", "apples, pears", "the dog"]
+    free = engine.generate(texts, max_new_tokens=NEW, temperature=0.0)
+    full = [o[0] for o in free]
+    assert all(c.finish_reason == "length" and len(c.token_ids) == NEW for c in full)
+    # a stop string that spans tokens (from the text prompt 0 would produce) and one that is
+    # the text of a single token (of prompt 1)
+    text0 = full[0].text
+    multi = text0[len(text0) // 3: len(text0) // 3 + 4]
+    single = tokenizer.decode(full[1].token_ids[4:5])
+    assert engine.codec.single_token_id(multi) is None and engine.codec.single_token_id(single) is not None
+    for chunk in (0, 3):
+        out = engine.generate(texts, max_new_tokens=NEW, temperature=0.0, stop=(multi, single), chunk=chunk)
+        for i, (c, ref) in enumerate(zip((o[0] for o in out), full)):
+            hit = first_stop(ref.text, (multi, single))
+            if hit is None:
+                assert (c.text, c.finish_reason) == (ref.text, "length")
+                continue
+            end, stop = hit
+            assert c.finish_reason == stop and c.text == ref.text[:end] and c.text.endswith(stop)
+            k = len(c.token_ids)  # the fewest tokens whose text contains the stop
+            assert stop in tokenizer.decode(ref.token_ids[:k]) and c.token_ids == ref.token_ids[:k]
+            assert first_stop(tokenizer.decode(ref.token_ids[:k - 1]), (multi, single)) is None
+            assert c.logprob == pytest.approx(full_logprob(config, params, engine.encode(texts[i]), c.token_ids),
+                                              abs=1e-3)
+        assert {o[0].finish_reason for o in out} & {multi, single}
+    # eos: the 6th greedy token of prompt 2 becomes the model's eos
+    eos = full[2].token_ids[5]
+    out = Engine(config.replace(eos_token_id=eos), params, tokenizer).generate(
+        texts, max_new_tokens=NEW, temperature=0.0)
+    c = out[2][0]
+    first = full[2].token_ids.index(eos)
+    assert c.finish_reason == "eos" and c.token_ids == full[2].token_ids[:first + 1]
+    assert c.text == tokenizer.decode(full[2].token_ids[:first])  # eos is not in the text
+
+
+def test_cut_at_stop_unit():
+    pieces = ["ab", "c<", "e", "nd>", "x"]
+    decode = lambda ids: "".join(pieces[i] for i in ids)  # noqa: E731
+    assert cut_at_stop([0, 1, 2, 3, 4], ["<end>"], decode) == (4, "abc<end>", "<end>")
+    assert cut_at_stop([0, 1, 2, 3, 4], ["<end>", "bc"], decode) == (2, "abc", "bc")
+    assert cut_at_stop([0, 1], ["zz"], decode) is None
+
+
+def test_sampling_reproducible_and_batch_independent(tiny):
+    config, params, _, _ = tiny
+    engine = Engine(config, params)
+    prompts = prompts_of(LENGTHS, config.vocab_size, seed=2)
+    a = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
+    b = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
+    tok = lambda out: [[c.token_ids for c in o] for o in out]  # noqa: E731
+    assert tok(a) == tok(b)
+    assert len({c.token_ids for o in a for c in o}) > 4  # samples differ from each other
+    # an int seed keys rows by prompt index: other prompts elsewhere in the batch change nothing
+    others = prompts_of([5, 11, 4, 12], config.vocab_size, seed=9)
+    c = engine.generate([others[0], prompts[1], others[2], others[3]], n=2, max_new_tokens=NEW,
+                        temperature=1.0, seed=3)
+    assert tok(c)[1] == tok(a)[1]
+    # per-prompt seeds: a prompt's samples do not depend on the batch or its position in it
+    seeds = [10, 11, 12, 13]
+    full = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds)
+    part = engine.generate([prompts[2], prompts[0]], n=2, max_new_tokens=NEW, temperature=1.0, seed=[12, 10])
+    assert tok(part) == [tok(full)[2], tok(full)[0]]
+    for o, p in zip(part, [prompts[2], prompts[0]]):
+        assert o[1].logprob == pytest.approx(full_logprob(config, params, p, o[1].token_ids), abs=1e-3)
+
+
+def test_shared_prefill_equals_separate_copies(tiny):
+    config, params, _, _ = tiny
+    prompts = prompts_of(LENGTHS, config.vocab_size, seed=2)
+    shared = Engine(config, params)
+    out = shared.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
+    assert shared.stats.shared_prefill_saved == sum(LENGTHS)  # (n - 1) x prompt tokens
+    copies = Engine(config, params, share_prefill=False)
+    ref = copies.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
+    assert copies.stats.shared_prefill_saved == 0 and copies.stats.prefill_tokens == 2 * sum(LENGTHS)
+    for o, r in zip(out, ref):
+        for c, d in zip(o, r):
+            assert c.token_ids == d.token_ids
+            assert c.logprob == pytest.approx(d.logprob, abs=1e-4)
+
+
+def tv_distance(samples, probs):
+    emp = np.bincount(samples, minlength=probs.size) / len(samples)
+    return 0.5 * np.abs(emp - probs).sum()
+
+
+def test_first_token_distribution_and_truncation(tiny):
+    config, params, _, _ = tiny
+    engine = Engine(config, params)
+    prompt = prompts_of([6], config.vocab_size, seed=4)[0]
+    logits = full_logits(config, params, prompt)[-1]
+    softmax = lambda x: np.exp(x - x.max()) / np.exp(x - x.max()).sum()  # noqa: E731
+    n, temp = 2048, 0.05  # the random model's logits are flat: a low temperature makes p peaked
+    first = lambda **kw: np.array([c.token_ids[0] for c in engine.generate(  # noqa: E731
+        [prompt], n=n, max_new_tokens=1, seed=1, **kw)[0]])
+    draws = first(temperature=temp)
+    p = softmax(logits / temp)
+    noise = 0.5 * np.sum(np.sqrt(p * (1 - p) / n))  # ~ expected TV of n exact draws
+    assert tv_distance(draws, p) < 2 * noise
+    assert tv_distance(draws, softmax(logits / (1.5 * temp))) > 4 * noise  # the bound rejects a wrong T
+    order = np.argsort(-logits)
+    assert set(first(temperature=1.0, top_k=3)) <= set(order[:3].tolist())
+    q = softmax(logits)[order]
+    nucleus = order[:int(np.searchsorted(np.cumsum(q), 0.3) + 1)]
+    kept = first(temperature=1.0, top_p=0.3)
+    assert set(kept) <= set(nucleus.tolist()) and len(set(kept)) == len(nucleus)
+
+
+def test_truncate_logits_unit():
+    logits = jnp.log(jnp.asarray([[0.1, 0.4, 0.2, 0.3]]))
+    keep = lambda p, k: np.isfinite(np.asarray(truncate_logits(logits, jnp.float32(p), jnp.int32(k))))[0]  # noqa
+    assert keep(1.0, 2).tolist() == [False, True, False, True]
+    assert keep(0.5, 0).tolist() == [False, True, False, True]  # 0.4 < 0.5, 0.4 + 0.3 >= 0.5
+    assert keep(0.4, 0).tolist() == [False, True, False, False]
+    assert keep(0.95, 3).tolist() == [False, True, True, True]
+    assert keep(1e-6, 0).tolist() == [False, True, False, False]  # the top token always stays
+
+
+def test_continue_from_cached_prefix(tiny):
+    config, params, _, _ = tiny
+    engine = Engine(config, params)
+    prompts = prompts_of([5, 9], config.vocab_size, seed=5)
+    first = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=[1, 2], return_prefix=True)
+    comps = [c for o in first for c in o]
+    longer = [p + list(c.token_ids) + [7, 8] for p, o in zip(prompts, first) for c in o]  # text appended
+    seeds = [3, 4, 5, 6]
+    cont = engine.generate(longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds,
+                           prefixes=[c.prefix for c in comps], return_prefix=True)
+    reused = engine.stats.prefix_reused
+    assert reused == sum(len(q) - 3 for q in longer)  # all but the last completion token and the 2 appended
+    fresh = engine.generate(longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds)
+    for o, r, q in zip(cont, fresh, longer):
+        for c, d in zip(o, r):
+            assert c.token_ids == d.token_ids and c.logprob == pytest.approx(d.logprob, abs=1e-4)
+    # a prefix that only partly matches is reused up to the first differing token
+    c = cont[0][0]
+    forked = list(c.prefix.tokens[:4]) + [3, 3, 3]
+    a = engine.generate([forked], max_new_tokens=NEW, temperature=0.0, prefixes=[c.prefix])
+    assert engine.stats.prefix_reused == 4
+    assert a[0][0].token_ids == engine.generate([forked], max_new_tokens=NEW, temperature=0.0)[0][0].token_ids
+
+
+def test_bad_input(tiny):
+    config, params, _, tokenizer = tiny
+    engine = Engine(config, params, tokenizer)
+    assert engine.generate([], n=3) == []
+    with pytest.raises(ValueError, match="prompt 1"):
+        engine.generate([[1, 2], [3] * config.max_position_embeddings])
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        engine.generate([""])
+    for kw in (dict(n=0), dict(temperature=-0.5), dict(top_p=0.0), dict(top_k=-1)):
+        with pytest.raises(ValueError):
+            engine.generate(["the cat"], **kw)
+    with pytest.raises(ValueError, match="tokenizer"):
+        Engine(config, params).generate(["text needs a tokenizer"])
+
+
+def test_ppm_scores_batched(tiny):
+    config, params, _, _ = tiny
+    pconfig, pparams = models.init_value_head(config, params, jax.random.key(1))
+    engine = Engine(pconfig, pparams)
+    texts = prompts_of([3, 17, 9, 30, 12], config.vocab_size, seed=6)
+    got = engine.score(texts)
+    ids, mask = np.zeros((len(texts), 32), np.int32), np.zeros((len(texts), 32), np.int32)
+    for i, t in enumerate(texts):  # right padding here, left padding in the engine
+        ids[i, :len(t)], mask[i, :len(t)] = t, 1
+    ref = jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    counts = dict(TRACES)
+    engine.score(prompts_of([4, 15, 10, 29, 11], config.vocab_size, seed=7))  # same buckets
+    assert dict(TRACES) == counts
+    with pytest.raises(ValueError, match="value head"):
+        Engine(config, params).score(texts)

@@ -11,7 +11,8 @@ import pytest
 
 from rstar_jax.sandbox import ExecResult, Limits, LRUCache, Sandbox, program_key
 from rstar_jax.sandbox.batching import batchable, denied_attributes
-from rstar_jax.sandbox.worker import Capture, imported_modules, needs_heavy, truncate
+from rstar_jax.sandbox.runner import Capture, truncate
+from rstar_jax.sandbox.worker import imported_modules, needs_heavy
 
 TIMEOUT = 1.5
 

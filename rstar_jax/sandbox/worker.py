@@ -10,12 +10,13 @@ as that job is done, so a worker that dies mid-batch loses only one job.
 
 Per program: compile in the zygote (a syntax error needs no fork), fork, and
 in the child confine (limits.confine), install the audit hook (guard.install),
-exec in a fresh namespace with stdout captured, and write the result to a
-private pipe. The zygote waits on the pipe and a pidfd with the wall-clock
-deadline and kills the child's whole process group afterwards.
+run it (runner.execute) and write the result to a private pipe. Programs that
+batching.py proves stateless share one child, one after another. The zygote
+waits on the pipe and a pidfd with each program's wall-clock deadline and
+kills the child's whole process group afterwards.
 
-The module level holds only the standard library, so the parent can import
-the routing helpers (``imported_modules``, the module sets) from here.
+Only the standard library and sibling files are imported, so the parent can
+import the routing helpers (``needs_heavy``) from here too.
 """
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ import shutil
 import signal
 import sys
 import time
+
+if __package__:  # imported by the parent (routing helpers) as rstar_jax.sandbox.worker
+    from rstar_jax.sandbox import batching, guard, limits, protocol
+    from rstar_jax.sandbox.runner import exit_builtin, execute, format_error, truncate
+else:  # run by file path: siblings come from this directory, no package, so no JAX
+    import batching
+    import guard
+    import limits
+    import protocol
+    from runner import exit_builtin, execute, format_error, truncate
 
 # Imported by every worker before it forks anything.
 LEAN_PRELOAD = (
@@ -80,99 +91,11 @@ def needs_heavy(code: str) -> bool:
     return any(name.partition(".")[0] in HEAVY_ROOTS for name in imported_modules(code))
 
 
-def truncate(text: str, limit: int) -> str:
-    """Keep the head and the tail of an over-long text."""
-    if len(text) <= limit:
-        return text
-    head = limit // 2
-    tail = limit - head
-    return f"{text[:head]}\n...[{len(text) - limit} characters truncated]...\n{text[-tail:]}"
-
-
-def format_error(exc: BaseException) -> str:
-    """``"<Type>: message"`` like the last line of a traceback (the official rStar executor's report)."""
-    try:
-        cls = type(exc)
-        name = cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}"
-        msg = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)
-        return f"{name}: {msg}" if msg else name
-    except BaseException:  # a hostile __str__: still report something
-        return "Exception: <unprintable exception>"
-
-
-class Capture:
-    """A write-only text stream that keeps the first and last ``limit`` characters."""
-
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._head: list[str] = []
-        self._head_len = 0
-        self._tail = ""
-        self._total = 0
-
-    def write(self, s):
-        if type(s) is not str:
-            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        self._total += len(s)
-        if self._head_len < self._limit:
-            self._head.append(s)
-            self._head_len += len(s)
-        self._tail = (self._tail + s)[-self._limit:] if len(s) < self._limit else s[-self._limit:]
-        return len(s)
-
-    def flush(self):
-        pass
-
-    def getvalue(self) -> str:
-        if self._total <= self._limit:
-            return "".join(self._head)
-        head = "".join(self._head)[: self._limit // 2]
-        tail = self._tail[-(self._limit - self._limit // 2):]
-        return f"{head}\n...[{self._total - self._limit} characters truncated]...\n{tail}"
-
-
-class _Discard:
-    def write(self, s):
-        return len(s) if isinstance(s, str) else 0
-
-    def flush(self):
-        pass
-
-
-def _exit_builtin(code=None):
-    raise SystemExit(code)
-
-
-def execute(code, max_chars: int) -> dict:
-    """Run a code object in a fresh namespace with stdout captured (inside the confined child)."""
-    out = Capture(max_chars)
-    sys.stdout, sys.stderr = out, _Discard()
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
-    builtins_dict = vars(builtins)
-    saved_builtins = dict(builtins_dict)  # reporting below must not run a program's patched builtins
-    ok, error = True, None
-    try:
-        exec(code, namespace)
-    except BaseException as e:
-        builtins_dict.clear()
-        builtins_dict.update(saved_builtins)
-        # sys.exit() / sys.exit(0) end a program normally
-        if not (isinstance(e, SystemExit) and (e.code is None or (type(e.code) is int and e.code == 0))):
-            ok, error = False, format_error(e)
-    finally:
-        # Within this program's deadline: drops what it created (generator finalizers may still print).
-        namespace.clear()
-        builtins_dict.clear()
-        builtins_dict.update(saved_builtins)
-    return {"ok": ok, "stdout": out.getvalue(), "error": None if error is None else truncate(error, max_chars)}
-
-
 class Zygote:
     """The serving loop of one worker process."""
 
-    def __init__(self, cfg: dict, protocol, limits, guard, batching):
+    def __init__(self, cfg: dict):
         self.cfg = cfg
-        self.protocol, self.limits, self.guard, self.batching = protocol, limits, guard, batching
         self.heavy = cfg["kind"] == "heavy"
         self.tmp_dir = cfg["tmp_dir"]
         self.max_chars = cfg["limits"]["max_output_chars"]
@@ -180,7 +103,7 @@ class Zygote:
         self.read_roots = tuple(p for p in sys.path if os.path.isdir(p))
         self.max_fd = os.sysconf("SC_OPEN_MAX")
         self.tried_imports: set[str] = set()
-        builtins.exit = builtins.quit = _exit_builtin  # -S skips site.py, which defines them
+        builtins.exit = builtins.quit = exit_builtin  # -S skips site.py, which defines them
         for name in HEAVY_PRELOAD if self.heavy else LEAN_PRELOAD:
             try:
                 importlib.import_module(name)
@@ -196,8 +119,8 @@ class Zygote:
     def _freeze(self) -> None:
         gc.collect()
         gc.freeze()  # children then never touch (and so never copy) the zygote's objects in a collection
-        self.base_bytes = self.limits.mapped_bytes()
-        self.denied_attrs = self.batching.denied_attributes()
+        self.base_bytes = limits.mapped_bytes()
+        self.denied_attrs = batching.denied_attributes()
 
     def _preload_for(self, code: str) -> None:
         if not self.heavy:
@@ -214,9 +137,9 @@ class Zygote:
             self._freeze()
 
     def serve(self, fd_in: int, fd_out: int) -> None:
-        for message in self.protocol.iter_frames(fd_in):
+        for message in protocol.iter_frames(fd_in):
             for result in self.run_jobs(message["jobs"]):
-                self.protocol.write_frame(fd_out, result)
+                protocol.write_frame(fd_out, result)
 
     def run_jobs(self, jobs: list[dict]):
         """Yield one result per job (with its id) as soon as it is known, in any order."""
@@ -241,7 +164,7 @@ class Zygote:
         self._preload_for(text)
         try:
             tree = ast.parse(text, "<string>")
-            return compile(tree, "<string>", "exec", dont_inherit=True), self.batching.batchable(tree, self.denied_attrs)
+            return compile(tree, "<string>", "exec", dont_inherit=True), batching.batchable(tree, self.denied_attrs)
         except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError) as e:
             return _result(False, "", truncate(format_error(e), self.max_chars))
 
@@ -277,7 +200,7 @@ class Zygote:
             os.setpgid(pid, pid)
         except OSError:
             pass  # the child already did it, or has already exited
-        reader = self.protocol.FrameReader(MAX_RESULT_BYTES)
+        reader = protocol.FrameReader(MAX_RESULT_BYTES)
         last = start
         exited = False
         pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
@@ -346,10 +269,10 @@ class Zygote:
             if len(codes) == 1:
                 gc.disable()  # the frozen heap is never collected anyway; one short program needs no cycle GC
             try:
-                self.limits.confine(self.cfg["limits"], self.tmp_dir, self.base_bytes, self.cfg["uid"],
+                limits.confine(self.cfg["limits"], self.tmp_dir, self.base_bytes, self.cfg["uid"],
                                     self.cfg["gid"], len(codes))
-                self.guard.disarm()
-                self.guard.install(self.tmp_dir, self.read_roots)
+                guard.disarm()
+                guard.install(self.tmp_dir, self.read_roots)
                 failure = None
             except BaseException as e:
                 failure = {"ok": False, "stdout": "", "error": f"SandboxError: confinement failed: {format_error(e)}"}
@@ -369,8 +292,8 @@ class Zygote:
         """The result of a program whose child ended without reporting it."""
         if timed_out:
             return _result(False, "", f"TimeoutError: execution exceeded {self.timeout_s:g} s", True, elapsed)
-        limits = self.cfg["limits"]
-        cpu_limit = self.limits.cpu_seconds(limits["cpu_s"], limits["timeout_s"])
+        cfg_limits = self.cfg["limits"]
+        cpu_limit = limits.cpu_seconds(cfg_limits["cpu_s"], cfg_limits["timeout_s"])
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             if sig == signal.SIGXCPU or (sig == signal.SIGKILL and rusage.ru_utime + rusage.ru_stime >= cpu_limit):
@@ -447,13 +370,8 @@ def probe(cfg: dict) -> dict:
 def main(argv: list[str]) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     cfg = json.loads(argv[-1])
+    # Programs import from the interpreter's stdlib and the given site dirs, not from here.
     sys.path[:] = [p for p in sys.path if p not in ("", here)] + [p for p in cfg["sys_path"] if p not in sys.path]
-    sys.path.insert(0, here)
-    import batching  # siblings, loaded by path: no package, no JAX
-    import guard
-    import limits
-    import protocol
-    del sys.path[0]
     if argv[1] == "--probe":
         print(json.dumps(probe(cfg)))
         return
@@ -463,8 +381,8 @@ def main(argv: list[str]) -> None:
     for fd in (0, 1):
         os.dup2(devnull, fd)
     os.close(devnull)
-    zygote = Zygote(cfg, protocol, limits, guard, batching)
-    protocol.write_frame(fd_out, {"hello": True, "pid": os.getpid(), "modules": sorted(sys.modules)})
+    zygote = Zygote(cfg)
+    protocol.write_frame(fd_out, {"hello": True, "pid": os.getpid()})
     zygote.serve(fd_in, fd_out)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import collections
 import math
 import os
 import signal
@@ -11,6 +12,7 @@ import pytest
 
 from rstar_jax.sandbox import ExecResult, Limits, LRUCache, Sandbox, program_key
 from rstar_jax.sandbox.batching import batchable, denied_attributes
+from rstar_jax.sandbox.pool import _Job
 from rstar_jax.sandbox.runner import Capture, truncate
 from rstar_jax.sandbox.worker import imported_modules, needs_heavy
 
@@ -132,6 +134,18 @@ def test_worker_death_and_hang_recovery(sb):
             pass
     assert [x.stdout for x in r] == [f"{i * 3}\n" for i in range(6)]
     assert frozen not in sb._workers
+
+
+def test_interrupted_call_does_not_leak_into_the_next(sb):
+    # A caller interrupted mid-run (e.g. Ctrl-C) leaves answers in flight; they must not
+    # be mistaken for the next call's.
+    old = [f"import time\ntime.sleep(0.2)\nprint('old {i}')" for i in range(4)]
+    queues = {"lean": collections.deque(_Job(program_key(p), p, "lean") for p in old), "heavy": collections.deque()}
+    gen = sb._execute(queues)
+    next(gen)
+    gen.close()
+    new = [f"print('new {i}')" for i in range(6)]
+    assert [r.stdout for r in sb.run_many(new)] == [f"new {i}\n" for i in range(6)]
 
 
 def test_bad_arguments():

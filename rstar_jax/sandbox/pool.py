@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import math
 import os
 import selectors
@@ -211,6 +212,7 @@ class Sandbox:
         self._closed = False
         self.restarts = 0
         self.executed = 0
+        self._job_ids = itertools.count()
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._tmp_root)
         self._start("lean", num_workers)
 
@@ -316,7 +318,6 @@ class Sandbox:
     def _execute(self, queues: dict[str, collections.deque]):
         """Run queued jobs on the workers; yield (key, ExecResult) as they finish."""
         jobs: dict[int, _Job] = {}
-        next_id = 0
         for kind in KINDS:
             if queues[kind] and not any(w.kind == kind for w in self._workers):
                 self._start(kind, self.num_workers)
@@ -333,8 +334,7 @@ class Sandbox:
                     n_kind = sum(x.kind == w.kind for x in self._workers)
                     size = max(1, min(self.max_batch, math.ceil(len(queue) / n_kind)))
                     batch = [queue.popleft() for _ in range(min(size, len(queue)))]
-                    ids = list(range(next_id, next_id + len(batch)))
-                    next_id += len(batch)
+                    ids = [next(self._job_ids) for _ in batch]  # unique across calls: see below
                     jobs.update(zip(ids, batch))
                     try:
                         w.send([(i, job.program) for i, job in zip(ids, batch)])
@@ -356,9 +356,11 @@ class Sandbox:
                         continue
                     for msg in msgs:
                         w.inflight.discard(msg["id"])
-                        job = jobs.pop(msg["id"])
-                        w.served += 1
                         w.since = time.monotonic()
+                        job = jobs.pop(msg["id"], None)
+                        if job is None:  # a late answer for a call that was interrupted (e.g. Ctrl-C)
+                            continue
+                        w.served += 1
                         self.executed += 1
                         yield job.key, ExecResult(msg["ok"], msg["stdout"], msg["error"], msg["timed_out"],
                                                   msg["duration_s"])
@@ -373,7 +375,9 @@ class Sandbox:
         w.inflight.clear()
         self._replace(w)
         for i in reversed(lost):
-            job = jobs.pop(i)
+            job = jobs.pop(i, None)
+            if job is None:
+                continue
             job.attempts += 1
             if job.attempts < 2:
                 queues[job.kind].appendleft(job)

@@ -120,10 +120,3 @@ def run(args) -> dict:
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     return result
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("search", help="MCTS nodes/s: batched vs naive per-problem loop",
-                       description=__doc__)
-    add_args(p)
-    p.set_defaults(func=lambda a: run(a) and 0)

@@ -1,0 +1,94 @@
+"""``rstar-jax extract``, ``rstar-jax train-policy`` and ``rstar-jax train-ppm``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _common(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--trees", nargs="+", required=True, metavar="FILE_OR_DIR",
+                   help=f"tree records (search output) or extracted {what} jsonl files, or folders of them")
+    p.add_argument("--config", metavar="YAML", help="settings file (fields of the config dataclass)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides, e.g. lr=1e-4")
+
+
+def _train_args(p: argparse.ArgumentParser, what: str) -> None:
+    _common(p, what)
+    p.add_argument("--init", required=True, metavar="DIR", help="HF folder (model + tokenizer) to start from")
+    p.add_argument("--out", required=True, metavar="DIR", help="output: hf/, metrics, summary.json")
+    p.add_argument("--ckpt", metavar="DIR", help="orbax checkpoints, resumed if present (default OUT/ckpt)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: the configured epochs)")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process run: coordinator address")
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--process-id", type=int, default=0)
+
+
+def _config(cls, args):
+    from rstar_jax.config import load_config
+
+    overrides = list(args.overrides) + ([f"steps={args.steps}"] if getattr(args, "steps", None) else [])
+    return load_config(cls, args.config, overrides)
+
+
+def _distributed(args) -> None:
+    if args.coordinator:
+        from rstar_jax.train.trainer import init_distributed
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
+def _run_policy(args) -> int:
+    _distributed(args)
+    from rstar_jax.train.api import train_policy_folder
+    from rstar_jax.train.config import SFTConfig
+
+    info = train_policy_folder(args.trees, args.init, args.out, args.ckpt, _config(SFTConfig, args))
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _run_reward(args) -> int:
+    _distributed(args)
+    from rstar_jax.train.api import train_reward_folder
+    from rstar_jax.train.config import RewardConfig
+
+    info = train_reward_folder(args.trees, args.init, args.out, args.ckpt, _config(RewardConfig, args),
+                               kind=args.kind)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _run_extract(args) -> int:
+    from rstar_jax.data.extract import ExtractConfig, run_extract
+
+    stats = run_extract(args.trees, args.out, _config(ExtractConfig, args))
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def add_train_policy_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-policy", help="SFT the policy on the best correct trajectories of search trees",
+        description="Supervised fine-tuning of the policy (causal LM loss on solution tokens, packed "
+                    "sequences, AdamW) from an HF folder; writes OUT/hf. Resumes from --ckpt.")
+    _train_args(p, "SFT")
+    p.set_defaults(func=_run_policy)
+
+
+def add_train_ppm_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-ppm", help="train the process preference model (or a PQM / ORM) from search trees",
+        description="Train a reward model on the policy backbone + value head: PPM (Bradley-Terry on "
+                    "step pairs), PQM (Q regression) or ORM (outcome); writes OUT/hf with the head.")
+    _train_args(p, "pairs")
+    p.add_argument("--kind", choices=("ppm", "pqm", "orm"), default="ppm")
+    p.set_defaults(func=_run_reward)
+
+
+def add_extract_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "extract", help="SFT examples and PPM pairs from search trees",
+        description="Write OUT/sft.jsonl, OUT/pairs.jsonl and OUT/stats.json from tree records "
+                    "(settings: rstar_jax.data.extract.ExtractConfig).")
+    _common(p, "tree")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=_run_extract)

@@ -1,0 +1,85 @@
+"""Losses of the policy and the reward models, over packed batches (``batching``).
+
+Each ``*_loss(config, params, batch)`` returns ``(loss, metrics)``: a scalar to
+minimise and a dict of float32 scalars (means over the global batch).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rstar_jax.models import ModelConfig, hidden_states, project
+from rstar_jax.models.transformer import Transformer
+
+
+def packed_mask(segments: jax.Array, branches: jax.Array | None = None) -> jax.Array:
+    """[B, T, T] bool: causal, within a segment (0 = padding sees nothing but is harmless),
+    and with ``branches`` a token sees its segment's prefix (branch 0) and its own branch."""
+    t = segments.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
+    if branches is not None:
+        same &= (branches[:, None, :] == 0) | (branches[:, :, None] == branches[:, None, :])
+    return causal[None] & same
+
+
+def _masked_mean(x: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1e-9)
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """-log softmax(logits)[target]: [..., V], [...] -> [...]. The one-hot product keeps the
+    backward a fused elementwise op (a gather's gradient is a slow scatter on CPU)."""
+    picked = jnp.sum(logits * jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype), axis=-1)
+    return jax.nn.logsumexp(logits, axis=-1) - picked
+
+
+def sft_loss(config: ModelConfig, params, batch) -> tuple[jax.Array, dict]:
+    """Mean next-token NLL over solution tokens (``weights``) of packed rows."""
+    h = hidden_states(config, params, batch["tokens"], positions=batch["positions"],
+                      attn_mask=packed_mask(batch["segments"]))
+    nll = token_nll(project(config, params, h), batch["targets"])
+    loss = _masked_mean(nll, batch["weights"])
+    return loss, {"loss": loss, "target_tokens": jnp.sum(batch["weights"])}
+
+
+def bt_loss(r_pos: jax.Array, r_neg: jax.Array, w: jax.Array) -> jax.Array:
+    """Bradley-Terry: ``sum(w * -log sigmoid(r_pos - r_neg)) / sum(w)``; with w = 1 / (pairs of
+    the prefix) this is the mean over prefixes of each prefix's mean pair loss."""
+    return _masked_mean(-jax.nn.log_sigmoid(r_pos - r_neg), w)
+
+
+def candidate_scores(config: ModelConfig, params, batch) -> jax.Array:
+    """Raw value-head scores [B, C] of every candidate's last token (prefix computed once)."""
+    h = hidden_states(config, params, batch["tokens"], positions=batch["positions"],
+                      attn_mask=packed_mask(batch["segments"], batch["branches"]))
+    last = jnp.take_along_axis(h, batch["cand_index"][..., None], axis=1)  # [B, C, D]
+    return Transformer(config).apply({"params": params}, last, method=Transformer.score)
+
+
+def _pairs(r: jax.Array, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    take = lambda i: jnp.take_along_axis(r, batch[i], axis=1)  # noqa: E731
+    return take("pair_a"), take("pair_b"), (batch["pair_w"] > 0).astype(jnp.float32)
+
+
+def reward_loss(kind: str, squash_scale: float = 5.0):
+    """The loss of a reward model kind: "ppm" (Bradley-Terry on pairs), "pqm" (MSE of
+    tanh(r / squash_scale) to Q per candidate), "orm" (BCE of the outcome label per candidate).
+    Every kind reports pairwise accuracy over the batch's pairs."""
+    if kind not in ("ppm", "pqm", "orm"):
+        raise ValueError(f"reward model kind must be ppm, pqm or orm, got {kind!r}")
+
+    def loss_fn(config: ModelConfig, params, batch):
+        r = candidate_scores(config, params, batch)
+        ra, rb, valid = _pairs(r, batch)
+        if kind == "ppm":
+            loss = bt_loss(ra, rb, batch["pair_w"])
+        elif kind == "pqm":
+            loss = _masked_mean((jnp.tanh(r / squash_scale) - batch["cand_q"]) ** 2, batch["cand_mask"])
+        else:
+            bce = jax.nn.softplus(r) - batch["cand_label"] * r  # -log sigmoid(r) or -log(1 - sigmoid(r))
+            loss = _masked_mean(bce, batch["cand_mask"])
+        acc = _masked_mean((ra > rb).astype(jnp.float32), valid)
+        return loss, {"loss": loss, "pair_acc": acc, "pairs": jnp.sum(valid)}
+
+    return loss_fn

@@ -1,0 +1,52 @@
+"""Policy SFT: causal LM loss on solution tokens of packed (prompt, solution) rows."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from rstar_jax.data.extract import ExtractConfig, SFTExample, sft_examples
+from rstar_jax.models import ModelConfig
+from rstar_jax.search.records import TreeRecord
+from rstar_jax.train.batching import RowStream, check_vocab, encode_sft, pack_sft
+from rstar_jax.train.config import SFTConfig
+from rstar_jax.train.losses import sft_loss
+from rstar_jax.train.trainer import Trainer, data_seed, fingerprint, write_summary
+
+
+def as_examples(data: Sequence[SFTExample | TreeRecord], extract_cfg: ExtractConfig = ExtractConfig()
+                ) -> list[SFTExample]:
+    """SFT examples as given, or extracted from tree records."""
+    out = []
+    for d in data:
+        out.extend(sft_examples(d, extract_cfg) if isinstance(d, TreeRecord) else [d])
+    return out
+
+
+def train_policy(data: Sequence[SFTExample | TreeRecord], init: tuple[ModelConfig, dict], tokenizer,
+                 out_dir: str, cfg: SFTConfig = SFTConfig(), ckpt_dir: str | None = None,
+                 callback=None) -> tuple[ModelConfig, dict]:
+    """Fine-tune ``init`` on SFT examples (or the examples of tree records).
+
+    Checkpoints go to ``ckpt_dir`` (default ``out_dir/ckpt``) and a rerun resumes
+    there; metrics to ``out_dir`` (TensorBoard ``tb/``, ``metrics.jsonl``, ``summary.json``).
+    Returns (config, float32 params on the mesh).
+    """
+    config, params = init
+    if config.value_head:
+        raise ValueError("the init checkpoint has a value head: train_policy needs a policy (LM) checkpoint")
+    check_vocab(tokenizer, config.vocab_size)
+    examples = as_examples(data)
+    if not examples:
+        raise ValueError("no SFT examples (no problem has a correct, valid trajectory)")
+    encoded = encode_sft(examples, tokenizer, cfg.append_eos)
+    kept = [e for e in encoded if len(e.ids) <= cfg.seq_len]
+    stream = RowStream(lambda order: pack_sft(kept, order, cfg.seq_len), len(kept), cfg.batch_size,
+                       data_seed(cfg.seed))
+    meta = {"kind": "sft", "examples": len(kept), "data": fingerprint(e.ids for e in kept)}
+    trainer = Trainer(sft_loss, config, cfg, stream, ckpt_dir or os.path.join(out_dir, "ckpt"), out_dir, meta)
+    params, summary = trainer.fit(params, callback=callback, desc="sft")
+    summary.update(examples=len(examples), dropped_too_long=len(encoded) - len(kept),
+                   rows_per_epoch=stream.rows_in_epoch(0))
+    write_summary(out_dir, summary)
+    return config, params
+

@@ -1,0 +1,211 @@
+"""The training loop shared by the policy and the reward models.
+
+Data parallel (and FSDP / tensor parallel) through one ``jax.jit`` over a
+``make_mesh`` mesh: parameters and optimizer state carry ``param_shardings``,
+batches are split over the data axes, XLA inserts the gradient all-reduce. The
+same code runs on one CPU, 8 fake devices, or several hosts after
+``init_distributed`` (every process reads the same global batch and hands each
+of its devices its shard). Checkpoints hold the whole state; a run resumes from
+the latest one and continues exactly as if never stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from rstar_jax.models import ModelConfig
+from rstar_jax.models.sharding import batch_sharding, make_mesh, param_shardings
+from rstar_jax.train.batching import RowStream, Rows
+from rstar_jax.train.checkpoint import Checkpointer
+from rstar_jax.train.config import TrainConfig
+from rstar_jax.train.metrics import MetricsLogger
+from rstar_jax.train.state import TrainState, cast_floats, init_state, optimizer, schedule
+
+LossFn = Callable[[ModelConfig, Any, dict], tuple[jax.Array, dict]]
+
+
+class TrainingDiverged(FloatingPointError):
+    """A non-finite loss or gradient; the state of that step is not saved."""
+
+
+def init_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Join a multi-process run (CPU collectives use gloo); call before any other JAX use."""
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def data_seed(seed: int) -> int:
+    """The data-order seed of a run, from its RNG key (stored in ``TrainState.rng``)."""
+    k = np.asarray(jax.random.key_data(jax.random.key(seed)), np.uint64)
+    return int(k[0] << np.uint64(32) | k[1])
+
+
+def total_steps(cfg: TrainConfig, stream: RowStream) -> int:
+    return cfg.steps or max(1, int(np.ceil(cfg.epochs * stream.rows_in_epoch(0) / cfg.batch_size)))
+
+
+def _put(rows: Rows, mesh) -> dict[str, jax.Array]:
+    """Host rows (the same global batch on every process) -> globally sharded arrays."""
+    def put(x):
+        sh = batch_sharding(mesh, x.ndim)
+        return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
+    return {k: put(v) for k, v in rows.items()}
+
+
+def _state_shardings(state: TrainState, params_sh, tx, mesh) -> TrainState:
+    repl = NamedSharding(mesh, P())
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, state.opt_state, params_sh,
+                                   transform_non_params=lambda _: repl)
+    return TrainState(repl, params_sh, opt_sh, repl)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Builds the sharded state (or restores it) and runs ``loss_fn`` steps over ``stream``."""
+
+    loss_fn: LossFn
+    model_config: ModelConfig
+    cfg: TrainConfig
+    stream: RowStream
+    ckpt_dir: str
+    log_dir: str
+    meta: dict  # what the data/settings were; must match to resume
+
+    def __post_init__(self):
+        cfg = self.cfg
+        self.mesh = make_mesh(cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor)
+        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        if cfg.batch_size % shards:
+            raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {shards} data-parallel shards")
+        self.total_steps = total_steps(cfg, self.stream)
+        self.tx = optimizer(cfg, self.total_steps)
+        self.lr = schedule(cfg, self.total_steps)
+        self.compute_config = self.model_config.replace(dtype=cfg.compute_dtype)
+        self.meta = {**self.meta, "total_steps": self.total_steps, "batch_size": cfg.batch_size,
+                     "seq_len": cfg.seq_len, "seed": cfg.seed, "compute_dtype": cfg.compute_dtype}
+
+    # --- jitted pieces ----------------------------------------------------------------------
+    def _loss(self, params, batch):
+        if self.cfg.compute_dtype != "float32":
+            params = cast_floats(params, jnp.dtype(self.cfg.compute_dtype))
+        return self.loss_fn(self.compute_config, params, batch)
+
+    def _train_step(self, state: TrainState, batch):
+        (_, metrics), grads = jax.value_and_grad(self._loss, has_aux=True)(state.params, batch)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": self.lr(state.step)}
+        return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state, state.rng), metrics
+
+    def init_state(self, params) -> TrainState:
+        params_sh = param_shardings(params, self.mesh)
+        abstract = jax.eval_shape(lambda p: init_state(p, self.tx, self.cfg.seed), params)
+        self.state_sh = _state_shardings(abstract, params_sh, self.tx, self.mesh)
+        state = jax.jit(lambda p: init_state(p, self.tx, self.cfg.seed), out_shardings=self.state_sh)(params)
+        repl = NamedSharding(self.mesh, P())
+        self._step = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.state_sh, repl))
+        self._eval = jax.jit(lambda p, b: self._loss(p, b)[1], out_shardings=repl)
+        return state
+
+    # --- the loop ----------------------------------------------------------------------------
+    def fit(self, params, eval_fn: Callable[[Any], dict] | None = None, eval_every: int = 0,
+            callback: Callable[[int, dict], None] | None = None, desc: str = "train") -> tuple[Any, dict]:
+        """Train to ``total_steps`` (resuming from the latest checkpoint); returns (params, summary)."""
+        cfg = self.cfg
+        state = self.init_state(params)
+        ckpt = Checkpointer(self.ckpt_dir, keep=cfg.keep_checkpoints)
+        start = ckpt.latest_step()
+        if start is not None:
+            state, meta = ckpt.restore(state)
+            diff = {k: (meta.get(k), v) for k, v in self.meta.items() if meta.get(k) != v}
+            if diff:
+                raise ValueError(f"checkpoint {self.ckpt_dir} step {start} was made with other settings "
+                                 f"(checkpoint, now): {diff}; use a new checkpoint folder")
+        start = start or 0
+        log = MetricsLogger(self.log_dir, self.total_steps, start, desc)
+        summary: dict = {"start_step": start}
+        try:
+            rows = self.stream.batch(start) if start < self.total_steps else None
+            t0, tokens = time.perf_counter(), 0
+            for s in range(start, self.total_steps):
+                tokens += int((rows["segments"] > 0).sum())
+                state, metrics = self._step(state, _put(rows, self.mesh))
+                rows = self.stream.batch(s + 1) if s + 1 < self.total_steps else None  # overlaps the step
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
+                    ckpt.wait()
+                    raise TrainingDiverged(
+                        f"non-finite loss {metrics['loss']} / grad norm {metrics['grad_norm']} at step {s + 1}; "
+                        f"last good checkpoint: step {ckpt.latest_step()} in {self.ckpt_dir}")
+                log.advance()
+                done = s + 1
+                if done % cfg.log_every == 0 or done == self.total_steps:
+                    dt = time.perf_counter() - t0
+                    metrics["tokens_per_s"] = tokens / dt
+                    log.log(done, metrics)
+                    t0, tokens = time.perf_counter(), 0
+                if eval_fn and eval_every and done % eval_every == 0 and done < self.total_steps:
+                    log.log(done, eval_fn(state.params), "eval")
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < self.total_steps:
+                    ckpt.save(done, state, self.meta)
+                if callback:
+                    callback(done, metrics)
+                summary.update(metrics)
+            if ckpt.latest_step() != self.total_steps:
+                ckpt.save(self.total_steps, state, self.meta)
+            if eval_fn:
+                summary["eval"] = eval_fn(state.params)
+                log.log(self.total_steps, summary["eval"], "eval")
+        finally:
+            ckpt.close()
+            log.close()
+        summary["steps"] = self.total_steps
+        return state.params, summary
+
+    def evaluate(self, params, rows: Rows, weight_key: str) -> dict:
+        """Forward-only metrics over ``rows`` in batches, averaged with weights ``metrics[weight_key]``."""
+        b, n = self.cfg.batch_size, len(rows["tokens"])
+        totals: dict[str, float] = {}
+        for i in range(0, n, b):
+            chunk = {k: v[i:i + b] for k, v in rows.items()}
+            pad = b - len(chunk["tokens"])
+            chunk = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in chunk.items()}
+            m = {k: float(v) for k, v in jax.device_get(self._eval(params, _put(chunk, self.mesh))).items()}
+            w = m.pop(weight_key)
+            totals[weight_key] = totals.get(weight_key, 0.0) + w
+            for k, v in m.items():
+                totals[k] = totals.get(k, 0.0) + v * w
+        w = max(totals.get(weight_key, 0.0), 1e-9)
+        return {k: (v if k == weight_key else v / w) for k, v in totals.items()}
+
+
+def gather_params(params):
+    """Params as host numpy arrays, gathered across processes when sharded over several hosts."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(params, tiled=True)
+    return jax.device_get(params)
+
+
+def fingerprint(arrays) -> str:
+    """A short hash of the encoded training data (a resumed run must train on the same data)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def write_summary(out_dir: str, summary: dict) -> None:
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)

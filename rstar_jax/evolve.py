@@ -135,17 +135,35 @@ def _read_progress(path: str) -> list:
 
 # --- extraction and training -------------------------------------------------------------
 def extract_round(cfg: EvolveConfig, wd: WorkDir, r: int, records) -> str:
+    """SFT examples and PPM pairs of round r (plus, with ``accumulate_data``, the previous
+    round's data for problems this round did not cover, so the data set only grows)."""
     name = f"round{r}/data"
     if not wd.done(name):
-        from rstar_jax.data.extract import extract, write_pairs, write_sft
+        from rstar_jax.data.extract import extract, read_pairs, read_sft, write_pairs, write_sft
         with wd.unit(name) as tmp:
             sft, pairs, stats = extract(records, cfg.extract)
+            solved = sum(any(n.correct for n in rec.nodes) for rec in records) / max(len(records), 1)
+            info = {**stats, "train_solved_share": solved, "new_sft_examples": len(sft)}
+            if cfg.accumulate_data and r > 1:
+                prev = wd.path(f"round{r - 1}/data")
+                sft, pairs = _carry_over(sft, read_sft(os.path.join(prev, "sft.jsonl"))), \
+                    _carry_over(pairs, read_pairs(os.path.join(prev, "pairs.jsonl")))
+                info.update(sft_examples=len(sft), pair_groups=len(pairs),
+                            pairs=sum(len(g.pairs) for g in pairs))
+            if not sft:
+                raise RuntimeError(f"round {r}: the search found no correct solution to train on "
+                                   f"({len(records)} problems); see {wd.path(f'round{r}/search')}")
             write_sft(sft, os.path.join(tmp, "sft.jsonl"))
             write_pairs(pairs, os.path.join(tmp, "pairs.jsonl"))
-            solved = sum(any(n.correct for n in rec.nodes) for rec in records) / max(len(records), 1)
-            atomic_write_json(os.path.join(tmp, "info.json"), {**stats, "train_solved_share": solved})
+            atomic_write_json(os.path.join(tmp, "info.json"), info)
         log(f"round {r} data: {wd.info(name)}")
     return wd.path(name)
+
+
+def _carry_over(new: list, old: list) -> list:
+    """``new`` plus the items of ``old`` whose problem ``new`` does not cover."""
+    covered = {x.problem_id for x in new}
+    return new + [x for x in old if x.problem_id not in covered]
 
 
 def train_round(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, base: str) -> tuple[str, str]:
@@ -157,17 +175,22 @@ def train_round(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, base: str
         with wd.unit(policy) as tmp:
             info = train_policy_folder(os.path.join(data_dir, "sft.jsonl"), base, tmp,
                                        wd.path(policy + ".ckpt"), cfg.sft, seed=cfg.seed * 1000 + r)
-            atomic_write_json(os.path.join(tmp, "info.json"), info)
+            atomic_write_json(os.path.join(tmp, "info.json"), _portable(info))
         shutil.rmtree(wd.path(policy + ".ckpt"), ignore_errors=True)
         log(f"round {r} policy: {wd.info(policy)}")
     if not wd.done(ppm):
         with wd.unit(ppm) as tmp:
             info = train_reward_folder(os.path.join(data_dir, "pairs.jsonl"), wd.path(policy, "hf"), tmp,
                                        wd.path(ppm + ".ckpt"), cfg.ppm, seed=cfg.seed * 1000 + r)
-            atomic_write_json(os.path.join(tmp, "info.json"), info)
+            atomic_write_json(os.path.join(tmp, "info.json"), _portable(info))
         shutil.rmtree(wd.path(ppm + ".ckpt"), ignore_errors=True)
         log(f"round {r} ppm: {wd.info(ppm)}")
     return wd.path(policy, "hf"), wd.path(ppm, "hf")
+
+
+def _portable(info: dict) -> dict:
+    """Training summaries without the temporary output path (the unit is renamed afterwards)."""
+    return {k: v for k, v in info.items() if k != "hf"}
 
 
 # --- the loop ------------------------------------------------------------------------------

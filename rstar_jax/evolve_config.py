@@ -33,7 +33,10 @@ class EvolveConfig:
     bootstrap_search:       round-1 search (terminal-guided, gold rewards).
     policy_search:          rounds >= 2 (policy + PPM, gold rewards).
     final_extra_rollouts:   last round: extra rollouts for problems still unsolved.
-    search_shards:          shards per round's search (processes may share them)."""
+    search_shards:          shards per round's search (processes may share them).
+    accumulate_data:        a round's training data also keeps the previous round's examples and
+                            pairs for problems this round's search did not cover (the data only grows;
+                            False = each round trains on its own trees alone, as in the paper)."""
 
     seed: int = 0
     rounds: int = 3
@@ -45,6 +48,7 @@ class EvolveConfig:
                                                reward="gold", error_threshold=1)
     final_extra_rollouts: int = 0
     search_shards: int = 1
+    accumulate_data: bool = True
     extract: ExtractConfig = ExtractConfig()
     sft: SFTConfig = SFTConfig()
     ppm: RewardConfig = RewardConfig()

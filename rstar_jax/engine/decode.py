@@ -56,7 +56,7 @@ def _emit(state: DecodeState, logits: jax.Array, mode: SamplingMode) -> DecodeSt
     active = ~state.done
     tok = sample(logits, state.keys, jnp.broadcast_to(state.step, state.num.shape), state.temperature,
                  state.top_p, state.top_k, mode)
-    lp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok[:, None], axis=-1)[:, 0]
+    lp = jnp.take_along_axis(logits, tok[:, None], axis=-1)[:, 0] - jax.nn.logsumexp(logits, axis=-1)
     tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, jnp.where(active, tok, 0)[:, None], state.step, 1)
     logprobs = jax.lax.dynamic_update_slice_in_dim(state.logprobs, jnp.where(active, lp, 0.0)[:, None],
                                                    state.step, 1)

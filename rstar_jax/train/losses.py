@@ -5,6 +5,8 @@ minimise and a dict of float32 scalars (means over the global batch).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -62,24 +64,29 @@ def _pairs(r: jax.Array, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
     return take("pair_a"), take("pair_b"), (batch["pair_w"] > 0).astype(jnp.float32)
 
 
-def reward_loss(kind: str, squash_scale: float = 5.0):
-    """The loss of a reward model kind: "ppm" (Bradley-Terry on pairs), "pqm" (MSE of
+@dataclasses.dataclass(frozen=True)
+class RewardLoss:
+    """The loss of a reward model ``kind``: "ppm" (Bradley-Terry on pairs), "pqm" (MSE of
     tanh(r / squash_scale) to Q per candidate), "orm" (BCE of the outcome label per candidate).
-    Every kind reports pairwise accuracy over the batch's pairs."""
-    if kind not in ("ppm", "pqm", "orm"):
-        raise ValueError(f"reward model kind must be ppm, pqm or orm, got {kind!r}")
+    Every kind reports pairwise accuracy over the batch's pairs. (A frozen dataclass: hashable,
+    so the trainer's compiled step is shared by equal losses.)"""
 
-    def loss_fn(config: ModelConfig, params, batch):
+    kind: str
+    squash_scale: float = 5.0
+
+    def __post_init__(self):
+        if self.kind not in ("ppm", "pqm", "orm"):
+            raise ValueError(f"reward model kind must be ppm, pqm or orm, got {self.kind!r}")
+
+    def __call__(self, config: ModelConfig, params, batch) -> tuple[jax.Array, dict]:
         r = candidate_scores(config, params, batch)
         ra, rb, valid = _pairs(r, batch)
-        if kind == "ppm":
+        if self.kind == "ppm":
             loss = bt_loss(ra, rb, batch["pair_w"])
-        elif kind == "pqm":
-            loss = _masked_mean((jnp.tanh(r / squash_scale) - batch["cand_q"]) ** 2, batch["cand_mask"])
+        elif self.kind == "pqm":
+            loss = _masked_mean((jnp.tanh(r / self.squash_scale) - batch["cand_q"]) ** 2, batch["cand_mask"])
         else:
             bce = jax.nn.softplus(r) - batch["cand_label"] * r  # -log sigmoid(r) or -log(1 - sigmoid(r))
             loss = _masked_mean(bce, batch["cand_mask"])
         acc = _masked_mean((ra > rb).astype(jnp.float32), valid)
         return loss, {"loss": loss, "pair_acc": acc, "pairs": jnp.sum(valid)}
-
-    return loss_fn

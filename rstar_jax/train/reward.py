@@ -18,7 +18,7 @@ from rstar_jax.data.extract import PairGroup
 from rstar_jax.models import ModelConfig, init_value_head
 from rstar_jax.train.batching import RowStream, check_vocab, encode_groups, group_caps, pack_groups
 from rstar_jax.train.config import RewardConfig
-from rstar_jax.train.losses import reward_loss
+from rstar_jax.train.losses import RewardLoss
 from rstar_jax.train.trainer import Trainer, data_seed, fingerprint, write_summary
 
 KINDS = ("ppm", "pqm", "orm")
@@ -63,7 +63,7 @@ def train_reward_model(groups: Sequence[PairGroup], init: tuple[ModelConfig, dic
                        data_seed(cfg.seed))
     meta = {"kind": kind, "groups": len(items),
             "data": fingerprint([g.prefix for g in items] + [c for g in items for c in g.cands])}
-    trainer = Trainer(reward_loss(kind, cfg.squash_scale), config, cfg, stream,
+    trainer = Trainer(RewardLoss(kind, cfg.squash_scale), config, cfg, stream,
                       ckpt_dir or os.path.join(out_dir, "ckpt"), out_dir, meta)
     eval_items = fits(encode_groups(held, tokenizer))
     eval_fn = None

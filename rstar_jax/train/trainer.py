@@ -11,6 +11,7 @@ the latest one and continues exactly as if never stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -21,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rstar_jax.models import ModelConfig
-from rstar_jax.models.sharding import batch_sharding, make_mesh, param_shardings
+from rstar_jax.models.sharding import batch_sharding, make_mesh, param_shardings, shard_params
 from rstar_jax.train.batching import RowStream, Rows
 from rstar_jax.train.checkpoint import Checkpointer
 from rstar_jax.train.config import TrainConfig
@@ -61,11 +62,54 @@ def _put(rows: Rows, mesh) -> dict[str, jax.Array]:
     return {k: put(v) for k, v in rows.items()}
 
 
-def _state_shardings(state: TrainState, params_sh, tx, mesh) -> TrainState:
-    repl = NamedSharding(mesh, P())
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, state.opt_state, params_sh,
-                                   transform_non_params=lambda _: repl)
-    return TrainState(repl, params_sh, opt_sh, repl)
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """Everything static about a train step. Hashable: equal specs (the same model, settings,
+    length and mesh) share one compiled program, e.g. a rerun or a resumed run in one process."""
+
+    loss_fn: LossFn
+    model_config: ModelConfig
+    cfg: TrainConfig
+    total_steps: int
+    mesh: Mesh
+
+    def tx(self) -> optax.GradientTransformation:
+        return optimizer(self.cfg, self.total_steps)
+
+    def loss(self, params, batch):
+        dtype = self.cfg.compute_dtype
+        if dtype != "float32":
+            params = cast_floats(params, jnp.dtype(dtype))
+        return self.loss_fn(self.model_config.replace(dtype=dtype), params, batch)
+
+    def shardings(self, state: TrainState) -> TrainState:
+        """Params and their optimizer moments by the model's sharding rules; scalars replicated."""
+        repl = NamedSharding(self.mesh, P())
+        params_sh = param_shardings(state.params, self.mesh)
+        opt_sh = optax.tree_map_params(self.tx(), lambda _, s: s, state.opt_state, params_sh,
+                                       transform_non_params=lambda _: repl)
+        return TrainState(repl, params_sh, opt_sh, repl)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(spec: StepSpec, params) -> TrainState:
+    state = init_state(params, spec.tx(), spec.cfg.seed)
+    return jax.lax.with_sharding_constraint(state, spec.shardings(state))
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def _train_step(spec: StepSpec, state: TrainState, batch) -> tuple[TrainState, dict]:
+    (_, metrics), grads = jax.value_and_grad(spec.loss, has_aux=True)(state.params, batch)
+    updates, opt_state = spec.tx().update(grads, state.opt_state, state.params)
+    new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state, state.rng)
+    metrics = {**metrics, "grad_norm": optax.global_norm(grads),
+               "lr": schedule(spec.cfg, spec.total_steps)(state.step)}
+    return jax.lax.with_sharding_constraint(new, spec.shardings(new)), metrics
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _eval_step(spec: StepSpec, params, batch) -> dict:
+    return spec.loss(params, batch)[1]
 
 
 @dataclasses.dataclass
@@ -87,40 +131,16 @@ class Trainer:
         if cfg.batch_size % shards:
             raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {shards} data-parallel shards")
         self.total_steps = total_steps(cfg, self.stream)
-        self.tx = optimizer(cfg, self.total_steps)
-        self.lr = schedule(cfg, self.total_steps)
-        self.compute_config = self.model_config.replace(dtype=cfg.compute_dtype)
+        self.spec = StepSpec(self.loss_fn, self.model_config, cfg, self.total_steps, self.mesh)
         self.meta = {**self.meta, "total_steps": self.total_steps, "batch_size": cfg.batch_size,
                      "seq_len": cfg.seq_len, "seed": cfg.seed, "compute_dtype": cfg.compute_dtype}
-
-    # --- jitted pieces ----------------------------------------------------------------------
-    def _loss(self, params, batch):
-        if self.cfg.compute_dtype != "float32":
-            params = cast_floats(params, jnp.dtype(self.cfg.compute_dtype))
-        return self.loss_fn(self.compute_config, params, batch)
-
-    def _train_step(self, state: TrainState, batch):
-        (_, metrics), grads = jax.value_and_grad(self._loss, has_aux=True)(state.params, batch)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": self.lr(state.step)}
-        return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state, state.rng), metrics
-
-    def init_state(self, params) -> TrainState:
-        params_sh = param_shardings(params, self.mesh)
-        abstract = jax.eval_shape(lambda p: init_state(p, self.tx, self.cfg.seed), params)
-        self.state_sh = _state_shardings(abstract, params_sh, self.tx, self.mesh)
-        state = jax.jit(lambda p: init_state(p, self.tx, self.cfg.seed), out_shardings=self.state_sh)(params)
-        repl = NamedSharding(self.mesh, P())
-        self._step = jax.jit(self._train_step, donate_argnums=0, out_shardings=(self.state_sh, repl))
-        self._eval = jax.jit(lambda p, b: self._loss(p, b)[1], out_shardings=repl)
-        return state
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self, params, eval_fn: Callable[[Any], dict] | None = None, eval_every: int = 0,
             callback: Callable[[int, dict], None] | None = None, desc: str = "train") -> tuple[Any, dict]:
         """Train to ``total_steps`` (resuming from the latest checkpoint); returns (params, summary)."""
         cfg = self.cfg
-        state = self.init_state(params)
+        state = _init(self.spec, shard_params(params, self.mesh))
         ckpt = Checkpointer(self.ckpt_dir, keep=cfg.keep_checkpoints)
         start = ckpt.latest_step()
         if start is not None:
@@ -137,7 +157,7 @@ class Trainer:
             t0, tokens = time.perf_counter(), 0
             for s in range(start, self.total_steps):
                 tokens += int((rows["segments"] > 0).sum())
-                state, metrics = self._step(state, _put(rows, self.mesh))
+                state, metrics = _train_step(self.spec, state, _put(rows, self.mesh))
                 rows = self.stream.batch(s + 1) if s + 1 < self.total_steps else None  # overlaps the step
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
@@ -178,7 +198,7 @@ class Trainer:
             chunk = {k: v[i:i + b] for k, v in rows.items()}
             pad = b - len(chunk["tokens"])
             chunk = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in chunk.items()}
-            m = {k: float(v) for k, v in jax.device_get(self._eval(params, _put(chunk, self.mesh))).items()}
+            m = {k: float(v) for k, v in jax.device_get(_eval_step(self.spec, params, _put(chunk, self.mesh))).items()}
             w = m.pop(weight_key)
             totals[weight_key] = totals.get(weight_key, 0.0) + w
             for k, v in m.items():

@@ -1,13 +1,13 @@
 """The jitted device side of generation: prefill, decode loop, prefix extraction.
 
-Shapes: Bp unique prompts (prefilled once), R decode rows (Bp prompts x n
-samples, padded), P cached-prefix slots, T suffix slots, N new-token slots,
-S = P + T + N cache slots, L layers, V vocab. Every dimension is a bucket
-(``buckets.py``), so a shape seen before never recompiles.
+Shapes: Bp prompts (prefilled once each), R = Bp x n decode rows, P cached-prefix
+slots, T suffix slots, N new-token slots, L layers, V vocab. Every dimension is
+a bucket (``buckets.py``), so a shape seen before never recompiles.
 
-A row's cache holds its prompt and every generated token except the last (a
+The prompts' KV [Bp, P + T] is the decode cache's shared prefix; each row owns N
+slots for its completion. They hold every generated token except the last (a
 token is fed only when the next one is drawn). A finished row feeds nothing:
-its slots stay masked, so its cache is exactly prompt + completion[:-1].
+its slots stay masked, so its KV is exactly prompt + completion[:-1].
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from rstar_jax.engine.sampling import SamplingMode, row_keys, sample
-from rstar_jax.models import KVCache, ModelConfig, forward_cached, project
+from rstar_jax.models import KVCache, ModelConfig, SharedPrefix, forward_cached, init_cache, project
 
 # Python-side trace counts per function: a retrace means a new compilation.
 TRACES: collections.Counter = collections.Counter()
@@ -85,28 +85,23 @@ def _prefix_cache(config: ModelConfig, prefix_k, prefix_v, prefix_len, b: int, t
 
 
 @functools.partial(jax.jit, static_argnames=("config", "mode", "new_cap"))
-def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens, mask, src, max_new,
+def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens, mask, max_new,
             seeds, prompt_index, sample_index, stop_ids, temperature, top_p, top_k, *,
             mode: SamplingMode, new_cap: int) -> DecodeState:
-    """Prefill Bp left-padded suffixes [Bp, T] after their cached prefixes, broadcast each
-    prompt's KV and last logits to its rows (``src`` [R] -> prompt), draw the first tokens.
+    """Prefill Bp left-padded suffixes [Bp, T] after their cached prefixes and draw the first
+    token of the R = Bp x n rows (row r continues prompt r // n).
 
-    Rows with ``max_new`` 0 (batch padding) start finished.
+    The prompts' KV becomes the cache's SharedPrefix, read once per prompt by its n rows;
+    each row owns N empty slots. Rows with ``max_new`` 0 (batch padding) start finished.
     """
     TRACES["prefill"] += 1
     b, t = tokens.shape
+    r = max_new.shape[0]
     cache = _prefix_cache(config, prefix_k, prefix_v, prefix_len, b, t)
     h, cache = forward_cached(config, params, tokens, cache, mask)
-    logits = project(config, params, h[:, -1])[src]  # left padding: the last column is real
-
-    def grow(a, axis):  # take the rows, add N empty slots
-        pad = [(0, 0)] * a.ndim
-        pad[axis] = (0, new_cap)
-        return jnp.pad(a[src], pad)
-
-    cache = KVCache(tuple(grow(k, 3) for k in cache.k), tuple(grow(v, 2) for v in cache.v),
-                    grow(cache.mask, 1), cache.pos[src], cache.index)
-    r = src.shape[0]
+    logits = jnp.repeat(project(config, params, h[:, -1]), r // b, axis=0)  # left padding: last column real
+    own = init_cache(config, r, new_cap)
+    cache = own.replace(pos=jnp.repeat(cache.pos, r // b), shared=SharedPrefix(cache.k, cache.v, cache.mask))
     state = DecodeState(
         cache=cache, tokens=jnp.zeros((r, new_cap), jnp.int32), logprobs=jnp.zeros((r, new_cap), jnp.float32),
         num=jnp.zeros((r,), jnp.int32), max_new=max_new, done=max_new <= 0,
@@ -135,15 +130,23 @@ def decode(config: ModelConfig, params, state: DecodeState, limit, *, mode: Samp
 
 @functools.partial(jax.jit, static_argnames=("length",))
 def extract_prefixes(cache: KVCache, rows, length: int) -> tuple[jax.Array, jax.Array]:
-    """The real slots of ``rows`` [M], in order, compacted to the front of ``length`` slots.
+    """The real slots of ``rows`` [M] (their shared prefix, then their own), in order,
+    compacted to the front of ``length`` slots.
 
     Returns k [M, L, Hkv, Dh, length] and v [M, L, Hkv, length, Dh]; slots past a
     row's real tokens hold junk (a Prefix records its own length).
     """
     TRACES["extract"] += 1
-    mask = cache.mask[rows]
+    src = rows // (cache.mask.shape[0] // cache.shared.mask.shape[0])
+    mask = jnp.concatenate([cache.shared.mask[src], cache.mask[rows]], axis=1)
     order = jnp.argsort(~mask, axis=1, stable=True)[:, :length]  # real slots first, in slot order
-    k = jnp.stack([jnp.take_along_axis(k[rows], order[:, None, None, :], axis=3) for k in cache.k], axis=1)
-    v = jnp.stack([jnp.take_along_axis(v[rows], order[:, None, :, None], axis=2) for v in cache.v], axis=1)
+
+    def gather(shared, own, axis):
+        both = jnp.concatenate([shared[src], own[rows]], axis=axis)
+        idx = jnp.expand_dims(order, [a for a in (1, 2, 3) if a != axis])
+        return jnp.take_along_axis(both, idx, axis=axis)
+
+    k = jnp.stack([gather(sk, ok, 3) for sk, ok in zip(cache.shared.k, cache.k)], axis=1)
+    v = jnp.stack([gather(sv, ov, 2) for sv, ov in zip(cache.shared.v, cache.v)], axis=1)
     short = length - order.shape[1]  # the cache may hold fewer slots than the bucket
     return jnp.pad(k, [(0, 0)] * 4 + [(0, short)]), jnp.pad(v, [(0, 0)] * 3 + [(0, short), (0, 0)])

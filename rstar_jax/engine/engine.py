@@ -156,45 +156,57 @@ class Engine:
         settings = dict(max_new=max_new_tokens, stop=stop, stop_ids=stop_ids, mode=mode,
                         sampling=(temperature, top_p, top_k), return_prefix=return_prefix,
                         chunk=self.chunk if chunk is None else chunk)
-        rows = [(i, j) for i in range(len(ids)) for j in range(n)]  # (prompt, sample)
-        comps: list[Completion] = []
-        for g in range(0, len(rows), self.max_rows):
-            group = rows[g:g + self.max_rows]
-            # prompts of this group, prefilled once each (or once per row without sharing)
-            users = sorted({i for i, _ in group}) if self.share_prefill else [i for i, _ in group]
-            slot = {i: k for k, i in enumerate(users)}
-            src = [slot[i] for i, _ in group] if self.share_prefill else list(range(len(group)))
-            keys = [(*seeds[i], j) for i, j in group]
-            comps += self._generate_group([ids[i] for i in users], [prefixes[i] for i in users],
-                                          [keeps[i] for i in users], src, keys, **settings)
+        done: dict[tuple[int, int], Completion] = {}
+        for entries, m in self._groups(len(ids), n):
+            done.update(self._generate_group(ids, prefixes, keeps, seeds, entries, m, **settings))
         self.stats.seconds = time.perf_counter() - t0
-        return [comps[i * n:(i + 1) * n] for i in range(len(ids))]
+        return [[done[i, j] for j in range(n)] for i in range(len(ids))]
 
-    def _generate_group(self, ids, prefixes, keeps, src, keys, *, max_new, stop, stop_ids, mode, sampling,
-                        return_prefix, chunk) -> list[Completion]:
-        """Completions of rows ``src`` [R] (index into the prompts ``ids``) with PRNG ``keys``
-        [R] of (seed, prompt index, sample index)."""
-        b, nr = len(ids), len(src)
-        bp, r = self.buckets.rows(b), self.buckets.rows(nr)
+    def _groups(self, num_prompts: int, n: int) -> list[tuple[list[tuple[int, list[int]]], int]]:
+        """Device batches: ([(prompt, its sample indices)], m), each prompt prefilled once and
+        decoded as m rows (m x prompts <= max_rows)."""
+        if not self.share_prefill:  # every row prefills its own copy of the prompt
+            rows = [(i, [j]) for i in range(num_prompts) for j in range(n)]
+            return [(rows[g:g + self.max_rows], 1) for g in range(0, len(rows), self.max_rows)]
+        if n <= self.max_rows:
+            per = self.max_rows // n
+            return [([(i, list(range(n))) for i in range(g, min(g + per, num_prompts))], n)
+                    for g in range(0, num_prompts, per)]
+        return [([(i, list(range(s, min(s + self.max_rows, n))))], self.max_rows)
+                for i in range(num_prompts) for s in range(0, n, self.max_rows)]
+
+    def _generate_group(self, all_ids, all_prefixes, all_keeps, seeds, entries, m, *, max_new, stop, stop_ids,
+                        mode, sampling, return_prefix, chunk) -> dict[tuple[int, int], Completion]:
+        """Completions {(prompt, sample): ...} of one device batch: row e * m + j is sample
+        ``entries[e][1][j]`` of prompt ``entries[e][0]``."""
+        ids = [all_ids[i] for i, _ in entries]
+        keeps = [all_keeps[i] for i, _ in entries]
+        b = len(entries)
+        bp = self.buckets.rows(b)
+        r = bp * m
+        rows = [(e, e * m + j) for e, (_, samples) in enumerate(entries) for j in range(len(samples))]
         suffixes = [p[k:] for p, k in zip(ids, keeps)]
         t = self.buckets.tokens(max(map(len, suffixes)), "prompt length")
         budget = [min(max_new, self.max_len - len(p)) for p in ids]
         new_cap = self.buckets.tokens(max(budget), "max_new_tokens")
         tokens, mask = left_pad(suffixes, bp, t)
-        prefix_k, prefix_v = self._stack_prefixes(prefixes, keeps, bp)
+        prefix_k, prefix_v = self._stack_prefixes([all_prefixes[i] for i, _ in entries], keeps, bp)
 
-        def per_row(values, dtype):  # [R], batch-padding rows zero
+        def per_row(values, dtype):  # [R], zero for batch-padding rows
             out = np.zeros(r, dtype)
-            out[:nr] = values
+            out[[row for _, row in rows]] = values
             return out
 
+        seed_of = [seeds[i] for i, _ in entries]
+        sample_of = [entries[e][1][row - e * m] for e, row in rows]
         stop_arr = np.full(max(8, -(-len(stop_ids) // 8) * 8), -1, np.int32)  # padded: no recompiles
         stop_arr[:len(stop_ids)] = stop_ids
         state = dec.prefill(
             self.config, self.params, prefix_k, prefix_v, np.asarray(keeps + [0] * (bp - b), np.int32), tokens, mask,
-            per_row(src, np.int32), per_row([budget[i] for i in src], np.int32),
-            per_row([s & 0xFFFFFFFF for s, _, _ in keys], np.uint32), per_row([i for _, i, _ in keys], np.int32),
-            per_row([j for _, _, j in keys], np.int32), stop_arr, *sampling, mode=mode, new_cap=new_cap)
+            per_row([budget[e] for e, _ in rows], np.int32),
+            per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
+            per_row([seed_of[e][1] for e, _ in rows], np.int32), per_row(sample_of, np.int32),
+            stop_arr, *sampling, mode=mode, new_cap=new_cap)
         calls, done = 0, np.asarray(state.done)
         while not done.all() and int(state.step) < new_cap:
             limit = new_cap if chunk <= 0 else min(int(state.step) + chunk, new_cap)
@@ -205,16 +217,18 @@ class Engine:
                 done = self._mark_stopped(state, done, stop)
                 state = state.replace(done=jnp.asarray(done))
         toks, lps, num = jax.device_get((state.tokens, state.logprobs, state.num))
-        rows = [self._finish(toks[i, :num[i]], lps[i, :num[i]], stop) for i in range(nr)]
+        finished = [self._finish(toks[row, :num[row]], lps[row, :num[row]], stop) for _, row in rows]
         st = self.stats
-        st.rows += nr
+        st.rows += len(rows)
         st.prefill_tokens += sum(map(len, suffixes))
-        st.shared_prefill_saved += sum(len(suffixes[i]) for i in src) - sum(map(len, suffixes))
+        st.shared_prefill_saved += sum(len(suffixes[e]) for e, _ in rows) - sum(map(len, suffixes))
         st.prefix_reused += sum(keeps)
-        st.new_tokens += int(num[:nr].sum())
+        st.new_tokens += sum(len(f[0]) for f in finished)
         st.decode_calls += calls
-        prefs = self._extract(state.cache, [ids[i] for i in src], rows) if return_prefix else [None] * nr
-        return [Completion(text, tuple(tk), reason, lp, pf) for (tk, text, reason, lp), pf in zip(rows, prefs)]
+        prefs = (self._extract(state.cache, [row for _, row in rows], [ids[e] for e, _ in rows], finished)
+                 if return_prefix else [None] * len(rows))
+        return {(entries[e][0], sample): Completion(text, tuple(tk), reason, lp, pf)
+                for (e, _), sample, (tk, text, reason, lp), pf in zip(rows, sample_of, finished, prefs)}
 
     def _stack_prefixes(self, prefixes, keeps, bp):
         """[Bp, L, Hkv, Dh, P] / [Bp, L, Hkv, P, Dh] from the used prefixes (None if none is used)."""
@@ -260,11 +274,11 @@ class Engine:
                 toks = body[:m]
         return toks, text, reason, float(np.sum(lps[:len(toks)], dtype=np.float64))
 
-    def _extract(self, cache, prompts, rows) -> list[Prefix]:
-        """Each row's KV of prompt + completion[:-1] (what its cache holds, less any overshoot)."""
-        seqs = [tuple(p) + tuple(tk[:-1]) for p, (tk, *_) in zip(prompts, rows)]
+    def _extract(self, cache, rows, prompts, finished) -> list[Prefix]:
+        """The KV of prompt + completion[:-1] of each row (what its cache holds, less any overshoot)."""
+        seqs = [tuple(p) + tuple(tk[:-1]) for p, (tk, *_) in zip(prompts, finished)]
         length = self.buckets.tokens(max(map(len, seqs)), "prefix length")
-        k, v = dec.extract_prefixes(cache, np.arange(len(rows), dtype=np.int32), length=length)
+        k, v = dec.extract_prefixes(cache, np.asarray(rows, np.int32), length=length)
         return [Prefix(s, kk, vv) for s, kk, vv in zip(seqs, jnp.unstack(k), jnp.unstack(v))]
 
     # --- scoring ----------------------------------------------------------------------

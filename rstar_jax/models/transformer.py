@@ -20,6 +20,19 @@ Params = dict[str, Any]
 
 
 @struct.dataclass
+class SharedPrefix:
+    """Read-only KV of Bp prompts continued by the B = Bp x n rows of a cache: row r
+    attends to prompt r // n first (n samples read their prompt's KV once, together).
+
+    k: L x [Bp, Hkv, Dh, P], v: L x [Bp, Hkv, P, Dh], mask: [Bp, P] bool
+    """
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+    mask: jax.Array
+
+
+@struct.dataclass
 class KVCache:
     """Fixed-capacity KV cache shared by all rows of a batch.
 
@@ -29,6 +42,7 @@ class KVCache:
     mask:  [B, S] bool         slot holds a real (non-pad) token
     pos:   [B] int32           next RoPE position per row (= real tokens so far)
     index: [] int32            next slot to write (same for every row)
+    shared: optional SharedPrefix every row sees before its own slots
     """
 
     k: tuple[jax.Array, ...]  # one array per layer: a stacked [L, ...] array carried
@@ -36,6 +50,7 @@ class KVCache:
     mask: jax.Array
     pos: jax.Array
     index: jax.Array
+    shared: SharedPrefix | None = None
 
     @property
     def capacity(self) -> int:
@@ -121,13 +136,41 @@ def _causal_attend(q, k, v, kv_mask, scale, dt):
     return jnp.concatenate(outs, axis=1)
 
 
+def _cached_attend(q, kv, shared, kv_mask, scale, dt):
+    """q [B,Hkv,T*G,Dh]; kv = (k [B,Hkv,Dh,S], v [B,Hkv,S,Dh]); shared None or
+    (k [Bp,Hkv,Dh,P], v [Bp,Hkv,P,Dh], mask [Bp,P]); kv_mask [B,T,S] -> [B,Hkv,T*G,Dh]."""
+    b, kh, tg, dh = q.shape
+    neg = jnp.finfo(jnp.float32).min
+    s = jnp.einsum("bkqd,bkds->bkqs", q, kv[0], preferred_element_type=jnp.float32) * scale
+    t = kv_mask.shape[1]
+    s = jnp.where(kv_mask[:, None, :, None], s.reshape(b, kh, t, tg // t, -1), neg).reshape(b, kh, tg, -1)
+    if shared is None:
+        return jnp.einsum("bkqs,bksd->bkqd", jax.nn.softmax(s, axis=-1).astype(dt), kv[1])
+    sk, sv, smask = shared
+    bp, p = sk.shape[0], sk.shape[-1]
+    n = b // bp
+
+    def group(x):  # [B,Hkv,TG,X] <-> [Bp,Hkv,n*TG,X]: the n rows of a prompt as one query block
+        return x.reshape(bp, n, kh, tg, -1).transpose(0, 2, 1, 3, 4).reshape(bp, kh, n * tg, -1)
+
+    def ungroup(x):
+        return x.reshape(bp, kh, n, tg, -1).transpose(0, 2, 1, 3, 4).reshape(b, kh, tg, -1)
+
+    ss = jnp.einsum("bkqd,bkds->bkqs", group(q), sk, preferred_element_type=jnp.float32) * scale
+    ss = ungroup(jnp.where(smask[:, None, None, :], ss, neg))
+    pr = jax.nn.softmax(jnp.concatenate([ss, s], axis=-1), axis=-1).astype(dt)
+    shared_o = jnp.einsum("bkqs,bksd->bkqd", group(pr[..., :p]), sv)
+    return ungroup(shared_o) + jnp.einsum("bkqs,bksd->bkqd", pr[..., p:], kv[1])
+
+
 class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
     def __call__(self, x, rope_cs, kv_mask, cache_kv, write_index):
         """x [B,T,D]; rope_cs from ``rope_tables``; kv_mask [B,T,S] bool (which slots each query sees); cache_kv None
-        (no cache: S == T) or this layer's (k [B,Hkv,Dh,S], v [B,Hkv,S,Dh]), written at ``write_index``."""
+        (no cache: S == T) or this layer's (k [B,Hkv,Dh,S], v [B,Hkv,S,Dh], shared prefix (k, v, mask) or
+        None), the new keys/values written at ``write_index``."""
         c, dt = self.config, jnp.dtype(self.config.dtype)
         b, t, _ = x.shape
         q = _dense(c.num_heads * c.head_dim, c.attention_bias, dt, "q_proj")(x)
@@ -142,7 +185,7 @@ class Attention(nn.Module):
         if cache_kv is None:
             return _dense(c.hidden_size, False, dt, "o_proj")(
                 _causal_attend(q, k, v, kv_mask, scale, dt).reshape(b, t, c.num_heads * c.head_dim)), None
-        # write this block into the cache, then attend over every slot
+        # write this block into the cache, then attend over the shared prefix and every slot
         new_kv = (jax.lax.dynamic_update_slice(cache_kv[0], k.transpose(0, 2, 3, 1).astype(cache_kv[0].dtype),
                                                (0, 0, 0, write_index)),
                   jax.lax.dynamic_update_slice(cache_kv[1], v.transpose(0, 2, 1, 3).astype(cache_kv[1].dtype),
@@ -150,12 +193,8 @@ class Attention(nn.Module):
         # the T queries of a KV head as one axis: with a separate T=1 axis XLA:CPU's decode
         # step ran 2x slower (the batched dots of a [B,Hkv] grid got strided operands)
         q = q.transpose(0, 2, 1, 3, 4).reshape(b, c.num_kv_heads, t * g, c.head_dim)
-        s = jnp.einsum("bkqd,bkds->bkqs", q, new_kv[0], preferred_element_type=jnp.float32)
-        s = s.reshape(b, c.num_kv_heads, t, g, -1)
-        s = jnp.where(kv_mask[:, None, :, None], s * scale, jnp.finfo(jnp.float32).min)
-        p = jax.nn.softmax(s, axis=-1).astype(dt).reshape(b, c.num_kv_heads, t * g, -1)
-        o = jnp.einsum("bkqs,bksd->bkqd", p, new_kv[1]).reshape(b, c.num_kv_heads, t, g, c.head_dim)
-        o = o.transpose(0, 2, 1, 3, 4).reshape(b, t, c.num_heads * c.head_dim)
+        o = _cached_attend(q, new_kv, cache_kv[2], kv_mask, scale, dt)
+        o = o.reshape(b, c.num_kv_heads, t, g, c.head_dim).transpose(0, 2, 1, 3, 4).reshape(b, t, -1)
         return _dense(c.hidden_size, False, dt, "o_proj")(o), new_kv
 
 
@@ -204,8 +243,12 @@ class Transformer(nn.Module):
         rope_cs = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
         new_kv = []
         for i, layer in enumerate(self.layers):
-            x, kv = layer(x, rope_cs, kv_mask, None if cache_kv is None else (cache_kv[0][i], cache_kv[1][i]),
-                          write_index)
+            layer_kv = None
+            if cache_kv is not None:
+                shared = cache_kv[2]
+                layer_kv = (cache_kv[0][i], cache_kv[1][i],
+                            None if shared is None else (shared.k[i], shared.v[i], shared.mask))
+            x, kv = layer(x, rope_cs, kv_mask, layer_kv, write_index)
             new_kv.append(kv)
         if cache_kv is not None:
             cache_kv = (tuple(k for k, _ in new_kv), tuple(v for _, v in new_kv))
@@ -309,7 +352,8 @@ def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array, ca
     """Append T tokens to the cache and return their hidden states [B, T, D].
 
     Prefill is this with the whole (left-padded) prompt; decode is this with T=1.
-    A query at slot ``index + i`` sees slots ``<= index + i`` that hold real tokens.
+    A query at slot ``index + i`` sees slots ``<= index + i`` that hold real tokens
+    (after the real slots of its shared prefix, if the cache has one).
     """
     b, t = input_ids.shape
     if attention_mask is None:
@@ -321,9 +365,9 @@ def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array, ca
     causal = jnp.arange(cache.capacity)[None, :] <= slots[:, None]  # [T, S]
     kv_mask = causal[None] & new_mask[:, None, :]
     h, (k, v) = Transformer(config).apply({"params": params}, input_ids, positions, kv_mask,
-                                          (cache.k, cache.v), cache.index)
+                                          (cache.k, cache.v, cache.shared), cache.index)
     return h, KVCache(k, v, new_mask, cache.pos + attention_mask.sum(1).astype(jnp.int32),
-                      cache.index + t)
+                      cache.index + t, cache.shared)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -166,26 +166,35 @@ def _carry_over(new: list, old: list) -> list:
     return new + [x for x in old if x.problem_id not in covered]
 
 
-def train_round(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, base: str) -> tuple[str, str]:
-    from rstar_jax.train.api import train_policy_folder, train_reward_folder
+def _train_policy(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, base: str) -> str:
+    """Round r's policy, trained again from the base model on this round's SFT data."""
+    from rstar_jax.train.api import train_policy_folder
 
-    policy, ppm = f"round{r}/policy", f"round{r}/ppm"
-    if not wd.done(policy):
-        # The trainer checkpoints inside a stable folder so a kill mid-training resumes there.
-        with wd.unit(policy) as tmp:
-            info = train_policy_folder(os.path.join(data_dir, "sft.jsonl"), base, tmp,
-                                       wd.path(policy + ".ckpt"), cfg.sft, seed=cfg.seed * 1000 + r)
+    name = f"round{r}/policy"
+    if not wd.done(name):
+        # The trainer checkpoints into a stable folder, so a kill mid-training resumes there.
+        with wd.unit(name) as tmp:
+            info = train_policy_folder(os.path.join(data_dir, "sft.jsonl"), base, tmp, wd.path(name + ".ckpt"),
+                                       cfg.sft, seed=cfg.seed * 1000 + r)
             atomic_write_json(os.path.join(tmp, "info.json"), _portable(info))
-        shutil.rmtree(wd.path(policy + ".ckpt"), ignore_errors=True)
-        log(f"round {r} policy: {wd.info(policy)}")
-    if not wd.done(ppm):
-        with wd.unit(ppm) as tmp:
-            info = train_reward_folder(os.path.join(data_dir, "pairs.jsonl"), wd.path(policy, "hf"), tmp,
-                                       wd.path(ppm + ".ckpt"), cfg.ppm, seed=cfg.seed * 1000 + r)
+        shutil.rmtree(wd.path(name + ".ckpt"), ignore_errors=True)
+        log(f"round {r} policy: {wd.info(name)}")
+    return wd.path(name, "hf")
+
+
+def _train_ppm(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, policy: str) -> str:
+    """Round r's PPM, initialised from round r's policy, trained on this round's pairs."""
+    from rstar_jax.train.api import train_reward_folder
+
+    name = f"round{r}/ppm"
+    if not wd.done(name):
+        with wd.unit(name) as tmp:
+            info = train_reward_folder(os.path.join(data_dir, "pairs.jsonl"), policy, tmp, wd.path(name + ".ckpt"),
+                                       cfg.ppm, seed=cfg.seed * 1000 + r)
             atomic_write_json(os.path.join(tmp, "info.json"), _portable(info))
-        shutil.rmtree(wd.path(ppm + ".ckpt"), ignore_errors=True)
-        log(f"round {r} ppm: {wd.info(ppm)}")
-    return wd.path(policy, "hf"), wd.path(ppm, "hf")
+        shutil.rmtree(wd.path(name + ".ckpt"), ignore_errors=True)
+        log(f"round {r} ppm: {wd.info(name)}")
+    return wd.path(name, "hf")
 
 
 def _portable(info: dict) -> dict:
@@ -209,7 +218,8 @@ def run(cfg: EvolveConfig, out: str) -> dict:
         t0 = time.time()
         records = search_round(cfg, wd, r, train)
         data_dir = extract_round(cfg, wd, r, records)
-        policy, ppm = train_round(cfg, wd, r, data_dir, base)
+        policy = _train_policy(cfg, wd, r, data_dir, base)
+        ppm = _train_ppm(cfg, wd, r, data_dir, policy)
         name = f"round{r}/eval"
         if not wd.done(name):
             with wd.unit(name) as tmp:

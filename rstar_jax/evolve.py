@@ -166,15 +166,15 @@ def _carry_over(new: list, old: list) -> list:
     return new + [x for x in old if x.problem_id not in covered]
 
 
-def _train_policy(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, base: str) -> str:
-    """Round r's policy, trained again from the base model on this round's SFT data."""
+def _train_policy(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, init: str) -> str:
+    """Round r's policy, trained from ``init`` (the base model, or the previous round's policy)."""
     from rstar_jax.train.api import train_policy_folder
 
     name = f"round{r}/policy"
     if not wd.done(name):
         # The trainer checkpoints into a stable folder, so a kill mid-training resumes there.
         with wd.unit(name) as tmp:
-            info = train_policy_folder(os.path.join(data_dir, "sft.jsonl"), base, tmp, wd.path(name + ".ckpt"),
+            info = train_policy_folder(os.path.join(data_dir, "sft.jsonl"), init, tmp, wd.path(name + ".ckpt"),
                                        cfg.sft, seed=cfg.seed * 1000 + r)
             atomic_write_json(os.path.join(tmp, "info.json"), _portable(info))
         shutil.rmtree(wd.path(name + ".ckpt"), ignore_errors=True)
@@ -218,7 +218,8 @@ def run(cfg: EvolveConfig, out: str) -> dict:
         t0 = time.time()
         records = search_round(cfg, wd, r, train)
         data_dir = extract_round(cfg, wd, r, records)
-        policy = _train_policy(cfg, wd, r, data_dir, base)
+        init = base if cfg.policy_init == "base" or r == 1 else wd.path(f"round{r - 1}/policy", "hf")
+        policy = _train_policy(cfg, wd, r, data_dir, init)
         ppm = _train_ppm(cfg, wd, r, data_dir, policy)
         name = f"round{r}/eval"
         if not wd.done(name):

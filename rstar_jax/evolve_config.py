@@ -34,6 +34,9 @@ class EvolveConfig:
     policy_search:          rounds >= 2 (policy + PPM, gold rewards).
     final_extra_rollouts:   last round: extra rollouts for problems still unsolved.
     search_shards:          shards per round's search (processes may share them).
+    policy_init:            "base": each round's policy is trained again from the base model (the
+                            paper); "previous": it continues from the previous round's policy (for
+                            small compute budgets, where retraining from scratch each round wastes it).
     accumulate_data:        a round's training data also keeps the previous round's examples and
                             pairs for problems this round's search did not cover (the data only grows;
                             False = each round trains on its own trees alone, as in the paper)."""
@@ -48,11 +51,18 @@ class EvolveConfig:
                                                reward="gold", error_threshold=1)
     final_extra_rollouts: int = 0
     search_shards: int = 1
+    policy_init: str = "base"
     accumulate_data: bool = True
     extract: ExtractConfig = ExtractConfig()
     sft: SFTConfig = SFTConfig()
     ppm: RewardConfig = RewardConfig()
     eval: EvalConfig = EvalConfig()
+
+    def __post_init__(self):
+        if self.policy_init not in ("base", "previous"):
+            raise ValueError(f"policy_init must be 'base' or 'previous', got {self.policy_init!r}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
 
     def bootstrap_kwargs(self) -> dict:
         from rstar_jax.data.bootstrap import ErrorRates

@@ -54,15 +54,33 @@ class _CountingProposer:
         return out
 
 
-def _policy(path: str | None, problems, seconds: float):
-    """A policy folder, or a ~5M model quickly taught the step format on reference solutions."""
+def _policy(path: str | None, problems, steps: int):
+    """A policy folder, or a ~5M model taught the step format on reference solutions for ``steps``."""
     from rstar_jax.data.domain_tokenizer import load_tokenizer
     from rstar_jax.models import load_hf
     if path:
         config, params = load_hf(path)
         return config, params, load_tokenizer(path)
-    from rstar_jax.train.quick import quick_policy
-    return quick_policy(problems, seconds=seconds)
+    import tempfile
+
+    from rstar_jax.data.extract import SFTExample
+    from rstar_jax.data.synthetic import reference_solution
+    from rstar_jax.models.base import BaseModelSpec, build_base_model
+    from rstar_jax.steps import build_prompt
+    from rstar_jax.train.api import train_policy_folder
+    from rstar_jax.train.config import SFTConfig
+    from rstar_jax.data.extract import write_sft
+
+    tmp = tempfile.mkdtemp(prefix="bench_search_")
+    spec = BaseModelSpec(hidden_size=256, intermediate_size=688, num_layers=4, num_heads=4, num_kv_heads=2)
+    build_base_model(spec, problems, f"{tmp}/base")
+    write_sft([SFTExample(p.id, build_prompt(p.question), "".join(reference_solution(p)), 0.0, 0.0, ())
+               for p in problems], f"{tmp}/sft.jsonl")
+    train_policy_folder(f"{tmp}/sft.jsonl", f"{tmp}/base", f"{tmp}/policy", None,
+                        SFTConfig(lr=2e-3, warmup_steps=10, batch_size=8, seq_len=512, steps=steps,
+                                  schedule="cosine", weight_decay=0.01))
+    config, params = load_hf(f"{tmp}/policy/hf")
+    return config, params, load_tokenizer(f"{tmp}/policy/hf")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,7 +95,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--naive-problems", type=int, default=8, help="the naive loop runs on this many")
     p.add_argument("--rollouts", type=int, default=8)
     p.add_argument("--candidates", type=int, default=4)
-    p.add_argument("--train-seconds", type=float, default=120.0)
+    p.add_argument("--train-steps", type=int, default=60, help="SFT steps of the default policy")
     p.add_argument("--out", default="bench_search.json")
 
 
@@ -89,7 +107,7 @@ def run(args) -> dict:
     from rstar_jax.search.mcts import run_mcts
 
     problems = generate_problems(args.problems, tier=2, seed=123)
-    config, params, tok = _policy(args.policy, generate_problems(2000, tier=2, seed=7), args.train_seconds)
+    config, params, tok = _policy(args.policy, generate_problems(400, tier=2, seed=7), args.train_steps)
     cfg = SearchConfig(rollouts=args.rollouts, candidates=args.candidates, temperature=1.0,
                        error_threshold=1, max_step_tokens=96, batch_size=args.problems)
     rows = {}

@@ -182,6 +182,8 @@ def test_engine_backed_search_and_baselines(problems, sandbox, tiny_engine_pair)
         recs, st = run_mcts(probs, proposer, sandbox, cfg.replace(mode=mode, reward=reward),
                             scorer if mode == "ppm" else None, progress=False)
         assert st.tokens == sum(n.num_tokens for r in recs for n in r.nodes) > 0
+        # K samples share one prefill: each expansion saves (K - 1) copies of its prompt.
+        assert st.prefill_tokens > 0 and st.prefill_saved >= (cfg.candidates - 1) * st.nodes_expanded
         for r in recs:
             check_record(r, mode)
             assert len(r.nodes) > 1 and all(n.depth <= cfg.max_depth for n in r.nodes)

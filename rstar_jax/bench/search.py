@@ -17,41 +17,24 @@ from rstar_jax.search.proposer import ProposalRequest, StepCandidate
 
 
 class NaiveProposer:
-    """K separate copies of the full path text per request, one request at a time."""
+    """K separate copies of the full path text per request (run with one problem per batch)."""
 
     def __init__(self, engine, max_step_tokens: int):
         self.engine, self.max_step_tokens = engine, max_step_tokens
-        self.prefill_tokens = 0
 
     def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float,
                 seed: int) -> list[list[StepCandidate]]:
         from rstar_jax.engine.policy_proposer import request_seed
         from rstar_jax.steps import STEP_STOPS, build_prompt
 
-        out = []
-        for r in requests:
-            text = build_prompt(r.question) + "".join(r.steps)
-            base = request_seed(seed, r)
-            comps = self.engine.generate([text] * k, n=1, max_new_tokens=self.max_step_tokens,
-                                         temperature=temperature, stop=STEP_STOPS,
-                                         seed=[base + j for j in range(k)])
-            self.prefill_tokens += self.engine.stats.prefill_tokens
-            out.append([StepCandidate(c[0].text, len(c[0].token_ids), c[0].logprob) for c in comps])
-        return out
-
-
-class _CountingProposer:
-    """Adds up the engine's prefill counters over a search."""
-
-    def __init__(self, inner, engine):
-        self.inner, self.engine, self.prefill_tokens, self.saved = inner, engine, 0, 0
-
-    def propose(self, requests, k, *, temperature, seed):
-        out = self.inner.propose(requests, k, temperature=temperature, seed=seed)
-        st = self.engine.stats
-        self.prefill_tokens += st.prefill_tokens
-        self.saved += st.shared_prefill_saved + st.prefix_reused
-        return out
+        if len(requests) != 1:
+            raise ValueError("the naive loop expands one node per call")
+        r = requests[0]
+        base = request_seed(seed, r)
+        comps = self.engine.generate([build_prompt(r.question) + "".join(r.steps)] * k, n=1,
+                                     max_new_tokens=self.max_step_tokens, temperature=temperature,
+                                     stop=STEP_STOPS, seed=[base + j for j in range(k)])
+        return [[StepCandidate(c[0].text, len(c[0].token_ids), c[0].logprob) for c in comps]]
 
 
 def _policy(path: str | None, problems, steps: int):
@@ -115,17 +98,16 @@ def run(args) -> dict:
         for name, probs, batch in (("ours (batched, shared prefix, KV reuse)", problems, args.problems),
                                    ("naive (one problem, full-path prefill)", problems[:args.naive_problems], 1)):
             engine = Engine(config, params, tok)
-            inner = PolicyProposer(engine, cfg.max_step_tokens) if batch > 1 else \
+            prop = PolicyProposer(engine, cfg.max_step_tokens) if batch > 1 else \
                 NaiveProposer(engine, cfg.max_step_tokens)
-            prop = _CountingProposer(inner, engine) if batch > 1 else inner
-            run_mcts(probs[:1], prop, sandbox, cfg.replace(rollouts=1, batch_size=1), progress=False)  # compile
-            prop.prefill_tokens = 0
+            run_mcts(probs, prop, sandbox, cfg.replace(rollouts=1, batch_size=batch), progress=False)  # compile
             t = time.perf_counter()
             _, st = run_mcts(probs, prop, sandbox, cfg.replace(batch_size=batch), progress=False)
             secs = time.perf_counter() - t
             rows[name] = {"problems": len(probs), "nodes_expanded": st.nodes_expanded, "seconds": secs,
                           "nodes_per_s": st.nodes_expanded / secs, "tokens": st.tokens,
-                          "prefill_per_expansion": prop.prefill_tokens / max(st.nodes_expanded, 1),
+                          "prefill_per_expansion": st.prefill_tokens / max(st.nodes_expanded, 1),
+                          "prefill_saved": st.prefill_saved,
                           "sandbox_share": st.sandbox_seconds / secs}
     ours, naive = rows.values()
     result = {"rows": rows, "speedup_nodes_per_s": ours["nodes_per_s"] / naive["nodes_per_s"],

@@ -75,6 +75,7 @@ def _step(problems, forest, frontier, proposer, sandbox, cfg, k, seed, scorer, s
     t0 = time.perf_counter()
     cands = proposer.propose(requests, k, temperature=cfg.temperature, seed=seed)
     stats.propose_seconds += time.perf_counter() - t0
+    stats.count_prefill(proposer)
     stats.tokens += sum(c.num_tokens for cs in cands for c in cs)
     paths = [forest.path(b, node) for b, node, _ in frontier]
     golds = [problems[b].answer if gold else None for b, _, _ in frontier]

@@ -34,6 +34,8 @@ class SearchStats:
     nodes_expanded: int = 0
     nodes_created: int = 0
     tokens: int = 0
+    prefill_tokens: int = 0  # prompt tokens the proposer's engine ran through the model
+    prefill_saved: int = 0  # prompt tokens it did not run: shared across samples or reused from a node's KV
     seconds: float = 0.0
     propose_seconds: float = 0.0
     sandbox_seconds: float = 0.0
@@ -47,7 +49,15 @@ class SearchStats:
         d = dataclasses.asdict(self)
         d["nodes_per_s"] = self.nodes_expanded / max(self.seconds, 1e-9)
         d["sandbox_share"] = self.sandbox_seconds / max(self.seconds, 1e-9)
+        d["prefill_per_expansion"] = self.prefill_tokens / max(self.nodes_expanded, 1)
         return d
+
+    def count_prefill(self, proposer) -> None:
+        """Add the prefill counters of the proposer's engine (if it has one) for its last call."""
+        gs = getattr(getattr(proposer, "engine", None), "stats", None)
+        if gs is not None:
+            self.prefill_tokens += gs.prefill_tokens
+            self.prefill_saved += gs.shared_prefill_saved + gs.prefix_reused
 
 
 class TimedSandbox:
@@ -134,6 +144,7 @@ def _search_batch(problems, proposer, sandbox, cfg, scorer, progress):
         t0 = time.perf_counter()
         cands = proposer.propose(requests, k, temperature=cfg.temperature, seed=cfg.seed)
         stats.propose_seconds += time.perf_counter() - t0
+        stats.count_prefill(proposer)
         stats.tokens += sum(c.num_tokens for cs in cands for c in cs)
         golds = [problems[i].answer if cfg.reward == "gold" else None for i, _ in slots]
         kids = expand(paths, cands, golds, timed, settings)

@@ -4,8 +4,8 @@ Shapes: Bp prompts (prefilled once each), R = Bp x n decode rows, P cached-prefi
 slots, T suffix slots, N new-token slots, L layers, V vocab. Every dimension is
 a bucket (``buckets.py``), so a shape seen before never recompiles.
 
-The prompts' KV [Bp, P + T] is the decode cache's shared prefix; each row owns N
-slots for its completion. They hold every generated token except the last (a
+The prompts' KV [Bp, P + T] is the decode cache's shared prefix; each row owns
+slots for its completion (up to N, grown as needed). They hold every generated token except the last (a
 token is fed only when the next one is drawn). A finished row feeds nothing:
 its slots stay masked, so its KV is exactly prompt + completion[:-1].
 """
@@ -84,15 +84,16 @@ def _prefix_cache(config: ModelConfig, prefix_k, prefix_v, prefix_len, b: int, t
     return KVCache(ks, vs, mask, prefix_len.astype(jnp.int32), jnp.asarray(p, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "mode", "new_cap"))
+@functools.partial(jax.jit, static_argnames=("config", "mode", "new_cap", "own_cap"))
 def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens, mask, max_new,
             seeds, prompt_index, sample_index, stop_ids, temperature, top_p, top_k, *,
-            mode: SamplingMode, new_cap: int) -> DecodeState:
+            mode: SamplingMode, new_cap: int, own_cap: int) -> DecodeState:
     """Prefill Bp left-padded suffixes [Bp, T] after their cached prefixes and draw the first
     token of the R = Bp x n rows (row r continues prompt r // n).
 
     The prompts' KV becomes the cache's SharedPrefix, read once per prompt by its n rows;
-    each row owns N empty slots. Rows with ``max_new`` 0 (batch padding) start finished.
+    each row owns ``own_cap`` empty slots (``grow`` adds more as they fill) and room for
+    ``new_cap`` tokens. Rows with ``max_new`` 0 (batch padding) start finished.
     """
     TRACES["prefill"] += 1
     b, t = tokens.shape
@@ -100,7 +101,7 @@ def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens,
     cache = _prefix_cache(config, prefix_k, prefix_v, prefix_len, b, t)
     h, cache = forward_cached(config, params, tokens, cache, mask)
     logits = jnp.repeat(project(config, params, h[:, -1]), r // b, axis=0)  # left padding: last column real
-    own = init_cache(config, r, new_cap)
+    own = init_cache(config, r, own_cap)
     cache = own.replace(pos=jnp.repeat(cache.pos, r // b), shared=SharedPrefix(cache.k, cache.v, cache.mask))
     state = DecodeState(
         cache=cache, tokens=jnp.zeros((r, new_cap), jnp.int32), logprobs=jnp.zeros((r, new_cap), jnp.float32),
@@ -111,9 +112,28 @@ def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens,
     return _emit(state, logits, mode)
 
 
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def grow(state: DecodeState, capacity: int) -> DecodeState:
+    """Give every row ``capacity`` own slots (the new ones empty).
+
+    Decode reads all own slots every step, so they grow with the tokens generated
+    instead of being sized for ``max_new_tokens`` up front.
+    """
+    TRACES["grow"] += 1
+    c = state.cache
+    extra = capacity - c.capacity
+
+    def pad(a, axis):
+        return jnp.pad(a, [(0, extra if i == axis else 0) for i in range(a.ndim)])
+
+    return state.replace(cache=c.replace(k=tuple(pad(k, 3) for k in c.k), v=tuple(pad(v, 2) for v in c.v),
+                                         mask=pad(c.mask, 1)))
+
+
 @functools.partial(jax.jit, static_argnames=("config", "mode"), donate_argnames=("state",))
 def decode(config: ModelConfig, params, state: DecodeState, limit, *, mode: SamplingMode) -> DecodeState:
-    """Draw tokens until ``step == limit`` or every row is done (one ``lax.while_loop``).
+    """Draw tokens until ``step == limit`` or every row is done (one ``lax.while_loop``);
+    the rows need ``limit - 1`` own slots.
 
     A host loop calls this with limit = step + chunk (early exit and host-side stop
     checks between calls); one call with limit = N runs the whole generation.

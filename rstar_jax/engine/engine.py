@@ -206,10 +206,13 @@ class Engine:
             per_row([budget[e] for e, _ in rows], np.int32),
             per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
             per_row([seed_of[e][1] for e, _ in rows], np.int32), per_row(sample_of, np.int32),
-            stop_arr, *sampling, mode=mode, new_cap=new_cap)
+            stop_arr, *sampling, mode=mode, new_cap=new_cap, own_cap=self._own_slots(chunk, new_cap))
         calls, done = 0, np.asarray(state.done)
         while not done.all() and int(state.step) < new_cap:
             limit = new_cap if chunk <= 0 else min(int(state.step) + chunk, new_cap)
+            need = self._own_slots(limit - 1, new_cap)
+            if need > state.cache.capacity:
+                state = dec.grow(state, need)
             state = dec.decode(self.config, self.params, state, np.int32(limit), mode=mode)
             calls += 1
             done = np.asarray(state.done)
@@ -229,6 +232,14 @@ class Engine:
                  if return_prefix else [None] * len(rows))
         return {(entries[e][0], sample): Completion(text, tuple(tk), reason, lp, pf)
                 for (e, _), sample, (tk, text, reason, lp), pf in zip(rows, sample_of, finished, prefs)}
+
+    @staticmethod
+    def _own_slots(tokens: int, new_cap: int) -> int:
+        """Own KV slots for ``tokens`` fed tokens: powers of two from 16 (few programs), at most
+        new_cap; everything at once for a single while_loop (tokens <= 0)."""
+        if tokens <= 0:
+            return new_cap
+        return min(new_cap, max(16, 1 << (tokens - 1).bit_length()))
 
     def _stack_prefixes(self, prefixes, keeps, bp):
         """[Bp, L, Hkv, Dh, P] / [Bp, L, Hkv, P, Dh] from the used prefixes (None if none is used)."""

@@ -95,3 +95,21 @@ def test_resume_after_crashes_matches_uninterrupted(uninterrupted, tmp_path, mon
 def test_changed_config_is_refused(uninterrupted):
     with pytest.raises(ValueError, match="different config"):
         evolve_mod.run(tiny_config("seed=1"), uninterrupted)
+
+
+@pytest.mark.parametrize("script", ["test_time_scaling", "rounds"])
+def test_experiment_scripts_quick(uninterrupted, tmp_path, script):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(script, os.path.join(ROOT, "experiments", f"{script}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / script
+    result = module.main(["--run", uninterrupted, "--out", str(out), "--quick"])
+    assert (out / f"{script}.md").exists() and (out / f"{script}.json").exists()
+    assert list(out.glob("*.png"))
+    if script == "test_time_scaling":
+        assert [q["n"] for q in result["mcts"]] == [1, 2]
+        assert result["bon"][0]["tokens"] <= result["bon"][1]["tokens"]  # nested chain subsets
+    else:
+        assert [r["round"] for r in result["rounds"]] == [1, 2]

@@ -1,0 +1,96 @@
+"""Ablation 1: accuracy against the number of trajectories for PPM-guided MCTS, best-of-N with an
+ORM (the PPM's score of the full solution) and self-consistency, also plotted against generated
+tokens so the methods are compared at matched budget (rStar-Math Fig. 5 in spirit).
+
+MCTS with n rollouts yields about n trajectories; the chains are sampled once at the largest n
+and the first n chains of each problem give the n-chain result (nested subsets).
+
+    python experiments/test_time_scaling.py --run runs/demo --out runs/ablations/scaling
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import add_io_args, resolve_inputs, write_outputs  # noqa: E402
+
+
+def first_chains(record, n: int):
+    """The record restricted to its first ``n`` chains (chains hang off the root in sample order)."""
+    from rstar_jax.search.records import TreeRecord
+    starts = [node.index for node in record.nodes if node.parent == 0][:n]
+    keep, owner = set([0]), {}
+    for node in record.nodes[1:]:
+        owner[node.index] = node.index if node.parent == 0 else owner[node.parent]
+        if owner[node.index] in starts:
+            keep.add(node.index)
+    return TreeRecord(record.problem_id, record.question, record.gold,
+                      [node for node in record.nodes if node.index in keep], record.meta)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_io_args(p)
+    p.add_argument("--budgets", default="1,2,4,8,16,32,64", help="numbers of trajectories")
+    p.add_argument("--candidates", type=int, default=4, help="K candidate steps per MCTS expansion")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.budgets, args.limit = "1,2", args.limit or 3
+
+    from rstar_jax.evaluate import accuracy
+    from rstar_jax.sandbox import Sandbox
+    from rstar_jax.search.baselines import run_chains
+    from rstar_jax.search.config import SearchConfig
+    from rstar_jax.search.loading import load_proposer, load_scorer
+    from rstar_jax.search.mcts import run_mcts
+
+    policy, ppm, problems = resolve_inputs(args)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    cfg = SearchConfig(candidates=args.candidates, temperature=1.0, mode="ppm", reward="ppm", error_threshold=1,
+                       max_step_tokens=96, seed=args.seed)
+    proposer, scorer = load_proposer(policy, problems, cfg), load_scorer(ppm)
+    n = len(problems)
+    rows, result = [], {"budgets": budgets, "problems": n, "mcts": [], "bon": [], "sc": []}
+    with Sandbox() as sandbox:
+        chains, _ = run_chains(problems, proposer, sandbox, cfg, max(budgets), scorer, gold=False, progress=False)
+        for b in budgets:
+            recs, st = run_mcts(problems, proposer, sandbox, cfg.replace(rollouts=b), scorer, progress=False)
+            sub = [first_chains(r, b) for r in chains]
+            chain_tokens = sum(node.num_tokens for r in sub for node in r.nodes) / n
+            result["mcts"].append({"n": b, "acc": accuracy(recs, "best"), "tokens": st.tokens / n})
+            result["bon"].append({"n": b, "acc": accuracy(sub, "best"), "tokens": chain_tokens})
+            result["sc"].append({"n": b, "acc": accuracy(sub, "majority"), "tokens": chain_tokens})
+            rows.append([b, *(result[m][-1][k] for m in ("mcts", "bon", "sc") for k in ("acc", "tokens"))])
+    header = ["trajectories", "MCTS+PPM acc", "MCTS tokens", "BoN+ORM acc", "BoN tokens", "SC acc", "SC tokens"]
+    write_outputs(args.out, "test_time_scaling", "Test-time scaling", header, rows, result, args)
+    _plot(result, os.path.join(args.out, "test_time_scaling.png"))
+    return result
+
+
+def _plot(result: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for method, label in (("mcts", "MCTS+PPM"), ("bon", "best-of-N+ORM"), ("sc", "self-consistency")):
+        pts = result[method]
+        axes[0].plot([q["n"] for q in pts], [100 * q["acc"] for q in pts], marker="o", label=label)
+        axes[1].plot([q["tokens"] for q in pts], [100 * q["acc"] for q in pts], marker="o", label=label)
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("trajectories per problem")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("generated tokens per problem")
+    for ax in axes:
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -103,7 +103,8 @@ def test_greedy_matches_transformers_and_never_recompiles(tiny):
 def test_stop_strings_and_finish_reasons(tiny):
     config, params, _, tokenizer = tiny
     engine = Engine(config, params, tokenizer)
-    texts = ["the cat sat", "x = 3 + 4", "apples, pears", "the dog"]
+    texts = ["the cat sat on the mat and", "x = 3 + 4\nprint(x * 2)", "1234 apples, pears; bananas",
+             "the dog sat on the log"]  # the greedy test's buckets: no compile here
     free = engine.generate(texts, max_new_tokens=NEW, temperature=0.0)
     full = [o[0] for o in free]
     assert all(c.finish_reason == "length" and len(c.token_ids) == NEW for c in full)
@@ -227,22 +228,22 @@ def test_continue_from_cached_prefix(tiny):
     prompts = prompts_of([5, 9], config.vocab_size, seed=5)
     first = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=[1, 2], return_prefix=True)
     comps = [c for o in first for c in o]
-    longer = [p + list(c.token_ids) + [7, 8] for p, o in zip(prompts, first) for c in o]  # text appended
+    for p, o in zip(prompts, first):
+        for c in o:
+            assert c.prefix.tokens == tuple(p) + c.token_ids[:-1]  # the KV the rows hold
+    # three prompts continue their prefix's text (+ 2 appended tokens); the fourth leaves it after 4 tokens
+    longer = [p + list(c.token_ids) + [7, 8] for p, o in zip(prompts, first) for c in o]
+    longer[3] = list(comps[3].prefix.tokens[:4]) + [3, 3, 3]
     seeds = [3, 4, 5, 6]
     cont = engine.generate(longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds,
-                           prefixes=[c.prefix for c in comps], return_prefix=True)
-    reused = engine.stats.prefix_reused
-    assert reused == sum(len(q) - 3 for q in longer)  # all but the last completion token and the 2 appended
+                           prefixes=[c.prefix for c in comps])
+    # reused: all but the last completion token and the 2 appended; the common 4 of the fourth
+    assert engine.stats.prefix_reused == sum(len(q) - 3 for q in longer[:3]) + 4
     fresh = engine.generate(longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds)
-    for o, r, q in zip(cont, fresh, longer):
+    assert engine.stats.prefix_reused == 0
+    for o, r in zip(cont, fresh):
         for c, d in zip(o, r):
             assert c.token_ids == d.token_ids and c.logprob == pytest.approx(d.logprob, abs=1e-4)
-    # a prefix that only partly matches is reused up to the first differing token
-    c = cont[0][0]
-    forked = list(c.prefix.tokens[:4]) + [3, 3, 3]
-    a = engine.generate([forked], max_new_tokens=NEW, temperature=0.0, prefixes=[c.prefix])
-    assert engine.stats.prefix_reused == 4
-    assert a[0][0].token_ids == engine.generate([forked], max_new_tokens=NEW, temperature=0.0)[0][0].token_ids
 
 
 def test_bad_input(tiny):

@@ -1,9 +1,9 @@
 """The generation engine: batched sampling with shared prefill, stop strings and reusable prefix KV.
 
-``Engine.generate`` prefills each prompt once, broadcasts its KV to its ``n``
-sample rows and decodes all rows together (``decode.py``), in chunks of
-``chunk`` tokens with an early exit and a host-side stop-string check between
-chunks (``chunk=0``: one ``lax.while_loop`` to the end). A completion can return
+``Engine.generate`` prefills each prompt once; its ``n`` sample rows read that
+KV as a shared prefix and are decoded together (``decode.py``) in calls of
+``chunk`` tokens, with an early exit and a host-side stop-string check between
+calls (``chunk=0``: one ``lax.while_loop`` to the end). A completion can return
 its KV as a ``Prefix``; passing it back with a longer prompt prefills only the
 new tokens (the search keeps one per tree node).
 """
@@ -22,7 +22,7 @@ from rstar_jax.engine.buckets import Buckets
 from rstar_jax.engine.codec import Codec
 from rstar_jax.engine.sampling import SamplingMode
 from rstar_jax.engine.scoring import left_pad, score_sequences
-from rstar_jax.engine.stops import cut_at_stop, rows_with_stop
+from rstar_jax.engine.stops import cut_at_stop, first_stop, rows_with_stop
 from rstar_jax.models import ModelConfig
 
 Prompt = str | Sequence[int]
@@ -87,6 +87,8 @@ class Engine:
     def __init__(self, config: ModelConfig, params, tokenizer=None, *, buckets: Buckets = Buckets(),
                  chunk: int = 16, max_rows: int = 512, max_len: int | None = None, share_prefill: bool = True):
         self.config, self.params, self.buckets = config, params, buckets
+        # the jitted functions take the config as a static argument: token ids play no part there
+        self._jit_config = config.replace(bos_token_id=None, eos_token_id=None, pad_token_id=None)
         self.codec = Codec(tokenizer) if tokenizer is not None else None
         self.chunk, self.max_rows, self.share_prefill = chunk, max_rows, share_prefill
         self.max_len = max_len or config.max_position_embeddings
@@ -202,7 +204,7 @@ class Engine:
         stop_arr = np.full(max(8, -(-len(stop_ids) // 8) * 8), -1, np.int32)  # padded: no recompiles
         stop_arr[:len(stop_ids)] = stop_ids
         state = dec.prefill(
-            self.config, self.params, prefix_k, prefix_v, np.asarray(keeps + [0] * (bp - b), np.int32), tokens, mask,
+            self._jit_config, self.params, prefix_k, prefix_v, np.asarray(keeps + [0] * (bp - b), np.int32), tokens, mask,
             per_row([budget[e] for e, _ in rows], np.int32),
             per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
             per_row([seed_of[e][1] for e, _ in rows], np.int32), per_row(sample_of, np.int32),
@@ -213,7 +215,7 @@ class Engine:
             need = self._own_slots(limit - 1, new_cap)
             if need > state.cache.capacity:
                 state = dec.grow(state, need)
-            state = dec.decode(self.config, self.params, state, np.int32(limit), mode=mode)
+            state = dec.decode(self._jit_config, self.params, state, np.int32(limit), mode=mode)
             calls += 1
             done = np.asarray(state.done)
             if stop and not done.all():  # multi-token stop strings are found on the host
@@ -278,11 +280,9 @@ class Engine:
         if toks and toks[-1] in self.eos_ids:
             reason, body = "eos", toks[:-1]  # eos stays in the ids, not in the text
         text = self._decode(body)
-        if stop:
-            cut = cut_at_stop(body, stop, self._decode)
-            if cut is not None:
-                m, text, reason = cut
-                toks = body[:m]
+        if stop and first_stop(text, stop) is not None:
+            m, text, reason = cut_at_stop(body, stop, self._decode)
+            toks = body[:m]
         return toks, text, reason, float(np.sum(lps[:len(toks)], dtype=np.float64))
 
     def _extract(self, cache, rows, prompts, finished) -> list[Prefix]:
@@ -297,4 +297,4 @@ class Engine:
         """Raw PPM scores [N] float32 (the value head on each text's last token)."""
         if not len(texts):
             return np.zeros(0, np.float32)
-        return score_sequences(self.config, self.params, [self.encode(t) for t in texts], self.buckets, max_tokens)
+        return score_sequences(self._jit_config, self.params, [self.encode(t) for t in texts], self.buckets, max_tokens)

@@ -166,35 +166,30 @@ def _carry_over(new: list, old: list) -> list:
     return new + [x for x in old if x.problem_id not in covered]
 
 
+def _train_unit(wd: WorkDir, name: str, train_fn, data_file: str, init: str, train_cfg, seed: int) -> str:
+    """Train one model as a unit; the trainer checkpoints into a stable ``NAME.ckpt`` folder, so a
+    kill mid-training resumes there. Returns the trained model's HF folder."""
+    if not wd.done(name):
+        with wd.unit(name) as tmp:
+            info = train_fn(data_file, init, tmp, wd.path(name + ".ckpt"), train_cfg, seed=seed)
+            atomic_write_json(os.path.join(tmp, "info.json"), _portable(info))
+        shutil.rmtree(wd.path(name + ".ckpt"), ignore_errors=True)
+        log(f"{name}: {wd.info(name)}")
+    return wd.path(name, "hf")
+
+
 def _train_policy(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, init: str) -> str:
     """Round r's policy, trained from ``init`` (the base model, or the previous round's policy)."""
     from rstar_jax.train.api import train_policy_folder
-
-    name = f"round{r}/policy"
-    if not wd.done(name):
-        # The trainer checkpoints into a stable folder, so a kill mid-training resumes there.
-        with wd.unit(name) as tmp:
-            info = train_policy_folder(os.path.join(data_dir, "sft.jsonl"), init, tmp, wd.path(name + ".ckpt"),
-                                       cfg.sft, seed=cfg.seed * 1000 + r)
-            atomic_write_json(os.path.join(tmp, "info.json"), _portable(info))
-        shutil.rmtree(wd.path(name + ".ckpt"), ignore_errors=True)
-        log(f"round {r} policy: {wd.info(name)}")
-    return wd.path(name, "hf")
+    return _train_unit(wd, f"round{r}/policy", train_policy_folder, os.path.join(data_dir, "sft.jsonl"), init,
+                       cfg.sft, cfg.seed * 1000 + r)
 
 
 def _train_ppm(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, policy: str) -> str:
     """Round r's PPM, initialised from round r's policy, trained on this round's pairs."""
     from rstar_jax.train.api import train_reward_folder
-
-    name = f"round{r}/ppm"
-    if not wd.done(name):
-        with wd.unit(name) as tmp:
-            info = train_reward_folder(os.path.join(data_dir, "pairs.jsonl"), policy, tmp, wd.path(name + ".ckpt"),
-                                       cfg.ppm, seed=cfg.seed * 1000 + r)
-            atomic_write_json(os.path.join(tmp, "info.json"), _portable(info))
-        shutil.rmtree(wd.path(name + ".ckpt"), ignore_errors=True)
-        log(f"round {r} ppm: {wd.info(name)}")
-    return wd.path(name, "hf")
+    return _train_unit(wd, f"round{r}/ppm", train_reward_folder, os.path.join(data_dir, "pairs.jsonl"), policy,
+                       cfg.ppm, cfg.seed * 1000 + r)
 
 
 def _portable(info: dict) -> dict:

@@ -6,6 +6,8 @@ tests where possible because each new bucket costs a compile.
 """
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -277,3 +279,18 @@ def test_ppm_scores_batched(tiny):
     assert dict(TRACES) == counts
     with pytest.raises(ValueError, match="value head"):
         Engine(config, params).score(texts)
+
+
+@pytest.mark.slow
+def test_bench_engine_smoke(tmp_path):
+    """The benchmark script end to end on a toy shape (numbers not checked: a shared CPU is noisy)."""
+    from rstar_jax.bench import engine as bench
+
+    out = tmp_path / "bench.json"
+    assert bench.main(["--prompts", "4", "--n", "2", "--new-tokens", "8", "--hidden", "64", "--layers", "1",
+                       "--intermediate", "96", "--vocab", "128", "--repeats", "1", "--modes", "chunk,copies",
+                       "--peak-size", "256", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [row["mode"] for row in r["results"]] == ["chunk", "copies", "torch"]
+    assert r["new_tokens"] == 4 * 2 * 8 and r["prefill_tokens_saved_by_sharing"] == r["shape"]["prompt_tokens"]
+    assert all(row["tokens_per_s"] > 0 and row["roofline_pct"] > 0 for row in r["results"])

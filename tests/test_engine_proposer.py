@@ -42,3 +42,4 @@ def test_policy_proposer(tiny):  # noqa: F811
     assert texts(got) == texts(fresh.propose(children, 3, temperature=1.0, seed=0))
     assert fresh.engine.stats.prefix_reused == 0
     assert proposer.propose([], 2, temperature=1.0, seed=0) == []
+

@@ -4,11 +4,14 @@ Both run the same random Qwen2 weights on the same prompts (``prompts`` prompts
 x ``n`` samples x ``new_tokens`` tokens, temperature 1, no stop, so every row
 generates every token), side by side in one process, repeats interleaved,
 medians reported. The roofline is 2 FLOPs per matmul parameter per generated
-token against the fp32 matmul peak measured here with ``jnp.dot``.
+token against the fp32 matmul peak measured here with ``jnp.dot``. Wall-clock
+and process-CPU-time columns: on a shared machine the CPU-time ones are the
+stable comparison (``--cores 1`` compares single cores).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -41,6 +44,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", default=",".join(MODES), help=f"ours: comma list of {list(MODES)}")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--peak-size", type=int, default=1024, help="square matmul size for the fp32 peak")
+    p.add_argument("--cores", type=int, default=0, help="pin the process to this many cores (0: all)")
     p.add_argument("--no-torch", action="store_true", help="skip transformers generate")
     p.add_argument("--out", default="", help="write the results as JSON here")
 
@@ -53,17 +57,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def matmul_peak(size: int, repeats: int = 10) -> float:
-    """Median fp32 GFLOP/s of a jitted square ``jnp.dot``."""
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``fn()``."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def matmul_peak(size: int, repeats: int = 10) -> tuple[float, float]:
+    """Median fp32 GFLOP/s of a jitted square ``jnp.dot``: per wall second, per CPU second."""
     a = jnp.asarray(np.random.RandomState(0).randn(size, size), jnp.float32)
     f = jax.jit(jnp.dot)
     f(a, a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a, a).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+    wall, cpu = zip(*(_timed(lambda: f(a, a).block_until_ready()) for _ in range(repeats)))
+    return 2 * size ** 3 / statistics.median(wall) / 1e9, 2 * size ** 3 / statistics.median(cpu) / 1e9
 
 
 def _model(args, folder: str):
@@ -105,62 +112,64 @@ def run(args) -> int:
     modes = [m for m in args.modes.split(",") if m]
     unknown = set(modes) - set(MODES)
     if unknown:
-        raise SystemExit(f"unknown modes {sorted(unknown)}; choose from {sorted(MODES)}")
+        raise SystemExit(f"unknown modes {sorted(unknown)}; choose from {list(MODES)}")
+    if args.cores:  # before any thread pool starts: every thread inherits the affinity
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
+    cores = len(os.sched_getaffinity(0))
     rng = np.random.RandomState(0)
     prompts = [list(map(int, rng.randint(1, args.vocab, rng.randint(args.prompt_len[0], args.prompt_len[1] + 1))))
                for _ in range(args.prompts)]
     new_total = args.prompts * args.n * args.new_tokens
     with tempfile.TemporaryDirectory() as folder:
         config, params, model = _model(args, folder)
+    if model is not None:
+        import torch
+        torch.set_num_threads(cores)
     peaks = [matmul_peak(args.peak_size)]
     engines = {m: Engine(config, params, **{"chunk": args.chunk, **MODES[m]}) for m in modes}
     gen = dict(n=args.n, max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
-    times: dict[str, list[float]] = {m: [] for m in engines}
-    first: dict[str, float] = {}
-    for m, eng in engines.items():  # first call: compile (nothing reused from other modes) + run
+    runs = {m: functools.partial(eng.generate, prompts, **gen) for m, eng in engines.items()}
+    first = {}
+    for m, fn in runs.items():  # first call: compile (nothing reused from other modes) + run
         jax.clear_caches()
-        t = time.perf_counter()
-        eng.generate(prompts, **gen)
-        first[m] = time.perf_counter() - t
-        assert eng.stats.new_tokens == new_total, (m, eng.stats)
-    for eng in engines.values():  # compile again what clearing dropped
-        eng.generate(prompts, **gen)
+        first[m] = _timed(fn)[0]
+        assert engines[m].stats.new_tokens == new_total, (m, engines[m].stats)
+    for fn in runs.values():  # compile again what clearing dropped
+        fn()
     if model is not None:
-        times["torch"] = []
+        runs["torch"] = functools.partial(_torch_generate, model, prompts, args.n, args.new_tokens)
         _torch_generate(model, prompts[:2], args.n, 4)  # warm up
+    times: dict[str, list[tuple[float, float]]] = {m: [] for m in runs}
     for _ in range(args.repeats):  # interleaved, so load changes hit every column alike
-        for m, eng in engines.items():
-            t = time.perf_counter()
-            eng.generate(prompts, **gen)
-            times[m].append(time.perf_counter() - t)
-        if model is not None:
-            t = time.perf_counter()
-            _torch_generate(model, prompts, args.n, args.new_tokens)
-            times["torch"].append(time.perf_counter() - t)
+        for m, fn in runs.items():
+            times[m].append(_timed(fn))
     peaks.append(matmul_peak(args.peak_size))
-    peak = statistics.median(peaks)
-    flops_per_token = 2 * config.matmul_params()
-    roofline = peak * 1e9 / flops_per_token
-    sharing = [e for e in engines.values() if e.share_prefill]
-    stats = (sharing or list(engines.values()))[0].stats
+    peak_wall = statistics.median(p[0] for p in peaks)
+    peak_cpu = statistics.median(p[1] for p in peaks)
+    flops = 2 * config.matmul_params() * new_total
     rows = []
     for name, ts in times.items():
-        med = statistics.median(ts)
+        wall, cpu = statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)
         rows.append(dict(impl="torch generate" if name == "torch" else f"rstar_jax ({name})", mode=name,
-                         compile_s=(first[name] - med) if name in first else None, median_s=med,
-                         times_s=ts, tokens_per_s=new_total / med, roofline_pct=100 * new_total / med / roofline))
-    torch_tps = next((r["tokens_per_s"] for r in rows if r["mode"] == "torch"), None)
+                         compile_s=(first[name] - wall) if name in first else None, median_s=wall, median_cpu_s=cpu,
+                         times_s=[t[0] for t in ts], tokens_per_s=new_total / wall, tokens_per_cpu_s=new_total / cpu,
+                         roofline_pct=100 * flops / wall / (peak_wall * 1e9),
+                         roofline_cpu_pct=100 * flops / cpu / (peak_cpu * 1e9)))
+    torch_row = next((r for r in rows if r["mode"] == "torch"), None)
     for r in rows:
-        r["vs_torch"] = r["tokens_per_s"] / torch_tps if torch_tps else None
+        r["vs_torch"] = r["tokens_per_s"] / torch_row["tokens_per_s"] if torch_row else None
+        r["vs_torch_cpu"] = r["tokens_per_cpu_s"] / torch_row["tokens_per_cpu_s"] if torch_row else None
+    sharing = [e for e in engines.values() if e.share_prefill]
+    stats = (sharing or list(engines.values()))[0].stats
     result = dict(
         shape=dict(prompts=args.prompts, n=args.n, new_tokens=args.new_tokens, prompt_len=list(args.prompt_len),
                    prompt_tokens=sum(map(len, prompts)), chunk=args.chunk),
         model=dict(params=config.num_params(), matmul_params=config.matmul_params(), hidden=args.hidden,
                    layers=args.layers, heads=args.heads, kv_heads=args.kv_heads, intermediate=args.intermediate,
                    vocab=args.vocab),
-        machine=dict(cpus=os.cpu_count(), jax=jax.__version__, backend=jax.default_backend(),
-                     load_avg=os.getloadavg()),
-        matmul_peak_gflops=peak, matmul_peak_samples=peaks, roofline_tokens_per_s=roofline,
+        machine=dict(cores=cores, jax=jax.__version__, backend=jax.default_backend(), load_avg=os.getloadavg()),
+        matmul_peak_gflops=peak_wall, matmul_peak_gflops_per_cpu_s=peak_cpu, matmul_peak_samples=peaks,
+        roofline_tokens_per_s=peak_wall * 1e9 / (2 * config.matmul_params()),
         prefill_tokens=stats.prefill_tokens, prefill_tokens_saved_by_sharing=stats.shared_prefill_saved,
         new_tokens=new_total, results=rows)
     _print(result)
@@ -173,15 +182,18 @@ def run(args) -> int:
 def _print(r: dict) -> None:
     s, m = r["shape"], r["model"]
     print(f"{s['prompts']} prompts x n={s['n']} x {s['new_tokens']} new tokens; model {m['params'] / 1e6:.2f}M params "
-          f"({m['matmul_params'] / 1e6:.2f}M in matmuls); fp32 matmul peak {r['matmul_peak_gflops']:.1f} GFLOP/s "
-          f"-> roofline {r['roofline_tokens_per_s']:.0f} tok/s; load avg {r['machine']['load_avg'][0]:.1f}")
+          f"({m['matmul_params'] / 1e6:.2f}M in matmuls); {r['machine']['cores']} cores, load avg "
+          f"{r['machine']['load_avg'][0]:.1f}; fp32 matmul peak {r['matmul_peak_gflops']:.1f} GFLOP/s "
+          f"({r['matmul_peak_gflops_per_cpu_s']:.1f} per CPU-s) -> roofline {r['roofline_tokens_per_s']:.0f} tok/s")
     print(f"prefill tokens {r['prefill_tokens']} (shared prefill saved {r['prefill_tokens_saved_by_sharing']})")
-    print(f"{'impl':24s} {'compile s':>9s} {'median s':>9s} {'new tok/s':>10s} {'vs torch':>9s} {'roofline':>9s}")
+    print(f"{'impl':20s} {'compile s':>9s} {'median s':>9s} {'new tok/s':>10s} {'vs torch':>8s} {'roofline':>8s} "
+          f"{'tok/CPU-s':>10s} {'vs torch':>8s} {'roofline':>8s}")
     for row in r["results"]:
         comp = "" if row["compile_s"] is None else f"{row['compile_s']:.2f}"
         vs = "" if row["vs_torch"] is None else f"{row['vs_torch']:.2f}x"
-        print(f"{row['impl']:24s} {comp:>9s} {row['median_s']:9.3f} {row['tokens_per_s']:10.0f} {vs:>9s} "
-              f"{row['roofline_pct']:8.1f}%")
+        vsc = "" if row["vs_torch_cpu"] is None else f"{row['vs_torch_cpu']:.2f}x"
+        print(f"{row['impl']:20s} {comp:>9s} {row['median_s']:9.3f} {row['tokens_per_s']:10.0f} {vs:>8s} "
+              f"{row['roofline_pct']:7.1f}% {row['tokens_per_cpu_s']:10.0f} {vsc:>8s} {row['roofline_cpu_pct']:7.1f}%")
 
 
 def main(argv: list[str] | None = None) -> int:

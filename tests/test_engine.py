@@ -261,6 +261,10 @@ def test_bad_input(tiny):
             engine.generate(["the cat"], **kw)
     with pytest.raises(ValueError, match="tokenizer"):
         Engine(config, params).generate(["text needs a tokenizer"])
+    with pytest.raises(ValueError, match="non-empty"):
+        engine.generate(["the cat"], stop=("",))
+    with pytest.raises(ValueError, match="text 1"):
+        engine.score([[1, 2], [3] * (config.max_position_embeddings + 1)])
 
 
 def test_ppm_scores_batched(tiny):

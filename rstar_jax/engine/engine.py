@@ -131,6 +131,8 @@ class Engine:
         stop = tuple(stop)
         if stop and self.codec is None:
             raise ValueError("stop strings need a tokenizer")
+        if "" in stop:
+            raise ValueError("stop strings must be non-empty")
         t0 = time.perf_counter()
         self.stats = GenerateStats(prompts=len(prompts))
         if not prompts:
@@ -297,4 +299,8 @@ class Engine:
         """Raw PPM scores [N] float32 (the value head on each text's last token)."""
         if not len(texts):
             return np.zeros(0, np.float32)
-        return score_sequences(self._jit_config, self.params, [self.encode(t) for t in texts], self.buckets, max_tokens)
+        seqs = [self.encode(t) for t in texts]
+        for i, s in enumerate(seqs):
+            if len(s) > self.max_len:
+                raise ValueError(f"text {i} has {len(s)} tokens; the maximum is {self.max_len}")
+        return score_sequences(self._jit_config, self.params, seqs, self.buckets, max_tokens)

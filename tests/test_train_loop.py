@@ -158,7 +158,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
     config, params = tiny()
     with pytest.raises(TrainingDiverged, match="at step 2; last good checkpoint: step 1"):
-        train_policy(SFT, (config, params), tokenizer(), str(tmp_path), sft_cfg(lr=1e30, warmup_steps=0, checkpoint_every=1))
+        train_policy(SFT, (config, params), tokenizer(), str(tmp_path),
+                     sft_cfg(lr=1e30, warmup_steps=0, checkpoint_every=1))
     ck = Checkpointer(str(tmp_path / "ckpt"))
     assert ck.latest_step() == 1
     ck.close()

@@ -232,3 +232,19 @@ def test_cli_and_hf_exports(tmp_path):
     assert ppm_config.value_head and ppm_params["value_head"]["kernel"].dtype == np.float32
     assert (tmp_path / "ppm" / "hf" / "tokenizer.json").exists()
     assert np.isfinite(np.asarray(ppm_scores(ppm_config, ppm_params, ids))).all()
+
+
+def test_load_data_kinds(tmp_path):
+    from rstar_jax.data.extract import write_pairs
+    from rstar_jax.search.records import write_records
+    from rstar_jax.train.api import load_data
+    from tests.test_extract import TREE1
+
+    write_sft(SFT, tmp_path / "data" / "sft.jsonl")
+    write_pairs(ppm_groups(3), tmp_path / "data" / "pairs.jsonl")
+    write_records(tmp_path / "data" / "trees" / "t.jsonl", [TREE1])
+    sft = load_data([tmp_path / "data"], "sft")  # the folder: sft.jsonl + the trees' examples
+    assert len(sft) == len(SFT) + 1 and sft[-1].problem_id == TREE1.problem_id
+    assert len(load_data([tmp_path / "data"], "pairs")) == 3 + 2
+    with pytest.raises(ValueError, match="holds pairs data"):
+        load_data([tmp_path / "data" / "pairs.jsonl"], "sft")

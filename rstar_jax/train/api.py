@@ -28,7 +28,7 @@ _MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.jso
 
 
 def file_kind(path: str | os.PathLike) -> str:
-    """"trees", "sft" or "pairs", from the fields of the file's first record."""
+    """"trees", "sft", "pairs" or "other", from the fields of the file's first record."""
     with open(path, encoding="utf-8") as f:
         line = next((ln for ln in f if ln.strip()), None)
     if line is None:
@@ -37,21 +37,31 @@ def file_kind(path: str | os.PathLike) -> str:
     for kind, key in (("sft", "solution"), ("pairs", "pairs"), ("trees", "gold")):
         if key in keys:
             return kind
-    raise ValueError(f"{path}: not tree records, SFT examples or pair groups (fields {sorted(keys)})")
+    return "other"
 
 
 def load_data(paths: Sequence[str | os.PathLike], want: str, extract_cfg: ExtractConfig = ExtractConfig()) -> list:
-    """SFT examples (``want="sft"``) or pair groups (``"pairs"``) from files/folders of any kind."""
+    """SFT examples (``want="sft"``) or pair groups (``"pairs"``) from tree records or extracted files.
+
+    A file given by name must hold trees or ``want``; in a folder (searched recursively for
+    ``*.jsonl``) other files, e.g. the other half of an ``extract`` output, are skipped."""
+    files = []
+    for p in map(Path, paths):
+        for f in tree_files([p]):
+            kind = file_kind(f)
+            if kind in ("trees", want):
+                files.append((f, kind))
+            elif not p.is_dir():
+                raise ValueError(f"{f}: holds {kind} data, this trainer needs {want} (or tree records)")
+    if not files:
+        raise ValueError(f"no tree records or {want} files in {[str(p) for p in paths]}")
     out = []
-    for f in tree_files(paths):
-        kind = file_kind(f)
+    for f, kind in files:
         if kind == "trees":
             sft, pairs, _ = extract(read_records(f), extract_cfg)
             out.extend(sft if want == "sft" else pairs)
-        elif kind == want:
-            out.extend(read_sft(f) if want == "sft" else read_pairs(f))
         else:
-            raise ValueError(f"{f}: holds {kind} data, this trainer needs {want} (or tree records)")
+            out.extend(read_sft(f) if want == "sft" else read_pairs(f))
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Callable
 
@@ -175,7 +176,14 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _main(args) -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="rstar-jax bench model", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per side per round (2 rounds)")
+    p.add_argument("--out", metavar="JSON", help="also write the results here")
+    args = p.parse_args(argv)
     result = run(args.batch, args.seq, args.repeats)
     print(table(result))
     if args.out:
@@ -184,11 +192,5 @@ def _main(args) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("model", help="model forward / train-step tokens/s: ours vs transformers PyTorch",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per side per round (2 rounds)")
-    p.add_argument("--out", metavar="JSON", help="also write the results here")
-    p.set_defaults(func=_main)
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -172,7 +173,15 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _main(args) -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="rstar-jax bench train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per side per round (2 rounds)")
+    p.add_argument("--problems", type=int, default=300, help="synthetic problems to draw the data from")
+    p.add_argument("--out", metavar="JSON", help="also write the results here")
+    args = p.parse_args(argv)
     result = run(args.batch, args.seq, args.repeats, args.problems)
     print(table(result))
     if args.out:
@@ -181,12 +190,5 @@ def _main(args) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="SFT / PPM training tokens/s: our trainer vs the PyTorch loop",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per side per round (2 rounds)")
-    p.add_argument("--problems", type=int, default=300, help="synthetic problems to draw the data from")
-    p.add_argument("--out", metavar="JSON", help="also write the results here")
-    p.set_defaults(func=_main)
+if __name__ == "__main__":
+    sys.exit(main())

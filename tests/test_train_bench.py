@@ -1,0 +1,21 @@
+"""Smoke test of the model and training benchmark scripts at tiny sizes (slow: builds torch models)."""
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_bench_scripts_write_tables_and_json(tmp_path, capsys):
+    from rstar_jax.bench import model, train
+
+    assert model.main(["--batch", "2", "--seq", "64", "--repeats", "1", "--out", str(tmp_path / "m.json")]) == 0
+    assert train.main(["--batch", "2", "--seq", "256", "--repeats", "1", "--problems", "30",
+                       "--out", str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| train step |" in out and "| ppm |" in out
+    m, t = json.loads((tmp_path / "m.json").read_text()), json.loads((tmp_path / "t.json").read_text())
+    assert [r["what"] for r in m["rows"]] == ["forward", "train step"]
+    assert [r["what"] for r in t["rows"]] == ["sft", "ppm"]
+    for r in m["rows"] + t["rows"]:
+        assert r["ours_tok_s"] > 0 and r["torch_tok_s"] > 0 and 0 < r["ours_peak_frac"]
+    assert t["rows"][1]["ours_work_s"] > t["rows"][1]["torch_work_s"]  # shared prefixes: more pairs per step

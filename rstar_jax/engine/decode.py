@@ -5,9 +5,10 @@ slots, T suffix slots, N new-token slots, L layers, V vocab. Every dimension is
 a bucket (``buckets.py``), so a shape seen before never recompiles.
 
 The prompts' KV [Bp, P + T] is the decode cache's shared prefix; each row owns
-slots for its completion (up to N, grown as needed). They hold every generated token except the last (a
-token is fed only when the next one is drawn). A finished row feeds nothing:
-its slots stay masked, so its KV is exactly prompt + completion[:-1].
+slots for its completion (up to N, grown as needed). They hold every generated
+token except the last (a token is fed only when the next one is drawn). A
+finished row feeds nothing: its slots stay masked, so its KV is exactly
+prompt + completion[:-1].
 """
 from __future__ import annotations
 

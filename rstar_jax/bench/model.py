@@ -176,20 +176,28 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="rstar-jax bench model", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The options every throughput benchmark at batch x seq shares."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3, help="timed calls per side per round (2 rounds)")
     p.add_argument("--out", metavar="JSON", help="also write the results here")
-    args = p.parse_args(argv)
-    result = run(args.batch, args.seq, args.repeats)
-    print(table(result))
-    if args.out:
-        with open(args.out, "w") as f:
+    return p
+
+
+def report(result: dict, text: str, out: str | None) -> int:
+    print(text)
+    if out:
+        with open(out, "w") as f:
             json.dump(result, f, indent=2)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = bench_parser("rstar-jax bench model", __doc__).parse_args(argv)
+    result = run(args.batch, args.seq, args.repeats)
+    return report(result, table(result), args.out)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,12 @@ The fp32 matmul peak is measured in the same run with ``jnp.dot``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
 import numpy as np
 
-from rstar_jax.bench.model import SMALL, compare, interleaved, matmul_peak, model_flops
+from rstar_jax.bench.model import SMALL, bench_parser, compare, interleaved, matmul_peak, model_flops, report
 
 
 def _data(n_problems: int, seed: int):
@@ -174,21 +172,11 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="rstar-jax bench train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per side per round (2 rounds)")
+    p = bench_parser("rstar-jax bench train", __doc__)
     p.add_argument("--problems", type=int, default=300, help="synthetic problems to draw the data from")
-    p.add_argument("--out", metavar="JSON", help="also write the results here")
     args = p.parse_args(argv)
     result = run(args.batch, args.seq, args.repeats, args.problems)
-    print(table(result))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
-
+    return report(result, table(result), args.out)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,12 @@ It reads the path it is asked to continue instead of keeping state, so any
 path works: the next clause is the one after the last clause whose step is
 sound (parses, and uses only names defined by earlier sound steps). A broken
 last step is thus rewritten, unknown or repeated steps are tolerated.
+
+``style="nl"`` writes the same solutions as natural-language steps for the
+code-vs-NL ablation: the clause, then the arithmetic with the value stated by
+the writer (``x = 23 + 4 * 12 = 71``), no code and no print step; the last step
+is the answer. Nothing is executed, so the slip that makes code crash becomes a
+silent arithmetic slip (a wrong stated value) that later steps build on.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import random
+import re
 from fractions import Fraction
 from typing import Mapping, Sequence
 
@@ -34,6 +41,9 @@ from rstar_jax.steps import (
 )
 
 _UNDEFINED_NAMES = ("total", "y", "count", "n")  # what a slip writes instead of ``x``
+STYLES = ("code", "nl")
+_NL_VALUE = re.compile(r"= (-?\d+(?:/\d+)?)\s*$")
+_X = re.compile(r"\bx\b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,14 +126,49 @@ def _crash(code: str, rng: random.Random) -> str:
     return code.replace("x = x", f"x = {rng.choice(_UNDEFINED_NAMES)}", 1)  # NameError
 
 
+def nl_step(clause: str, template: str | None, args: Sequence[int], value: Fraction | None,
+            slip: random.Random | None = None) -> str:
+    """A natural-language step: the clause, then ``x = <arithmetic> = <value>`` computed by the
+    writer (``template``: an op's code over x; None for the start value, ``x = <value>``).
+    ``slip`` states a wrong value for the right arithmetic (a misread start value)."""
+    names = dict(zip("ab", args))
+    if template is None:
+        rhs, new = "", Fraction(args[0])
+    else:
+        rhs = template.split("=", 1)[1].strip()
+        # Exact arithmetic: our own template evaluated over Fractions (1 / 2 must not become 0.5).
+        new = eval(rhs.format(a="a", b="b"), {"__builtins__": {}},
+                   {"x": value, **{k: Fraction(v) for k, v in names.items()}})
+        shown = str(value) if value.denominator == 1 and value >= 0 else f"({value})"
+        rhs = _X.sub(shown, rhs.format(**names)) + " = "
+    if slip is not None:
+        new += slip.choice((-10, -1, 1, 10))
+    return f"{clause}\nx = {rhs}{new}\n{END_OF_STEP}"
+
+
+def nl_state(plan: Sequence[dict], steps: Sequence[str]) -> tuple[int, Fraction | None]:
+    """(index in ``plan`` of the clause to write next, value stated last) of a natural-language path:
+    the latest step that opens with a clause of the plan and states a value decides."""
+    index = {p["clause"]: i for i, p in enumerate(plan)}
+    done, value = -1, None
+    for step in steps:
+        lines = step.strip().split("\n")
+        m = _NL_VALUE.search(lines[-2]) if len(lines) >= 3 else None
+        if m and lines[0] in index:
+            done, value = index[lines[0]], Fraction(m.group(1))
+    return done + 1, value
+
+
 class BootstrapProposer:
     """A deliberately imperfect step writer for synthetic problems (see module docstring).
 
     ``temperature`` is accepted for the Proposer protocol and ignored: the slip rates are the
-    proposer's whole sampling distribution."""
+    proposer's whole sampling distribution. ``style``: "code" (code-augmented steps) or "nl"."""
 
     def __init__(self, problems: Sequence[Problem],
-                 error_rates: Mapping[int, ErrorRates] = DEFAULT_ERROR_RATES, seed: int = 0):
+                 error_rates: Mapping[int, ErrorRates] = DEFAULT_ERROR_RATES, seed: int = 0, style: str = "code"):
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {style!r}")
         self._by_id = {p.id: p for p in problems}
         self._by_question = {p.question: p for p in problems}
         self._plans = {p.id: plan_of(p) for p in problems}  # fails early on non-synthetic problems
@@ -131,7 +176,7 @@ class BootstrapProposer:
         if missing:
             raise ValueError(f"no error rates for tier(s) {sorted(missing, key=str)}")
         self.error_rates = dict(error_rates)
-        self.seed = seed
+        self.seed, self.style = seed, style
 
     def problem(self, request: ProposalRequest) -> Problem:
         problem = self._by_id.get(request.problem_id) or self._by_question.get(request.question)
@@ -161,32 +206,39 @@ class BootstrapProposer:
                 raise ValueError("final code step without <output>: append output_block before asking on")
             return answer_step(_printed_value(last))
         plan = self._plans[problem.id]
-        i = min(next_clause(plan, steps), len(plan) - 1)
+        i, value = nl_state(plan, steps) if self.style == "nl" else (next_clause(plan, steps), None)
+        i = min(i, len(plan) - 1)
+        write = functools.partial(self._write, plan, value=value)
         rates = self.error_rates[problem.meta["tier"]]
         u = rng.random()
         if i == len(plan) - 1 or u >= rates.total:
-            return self._write(plan, i, plan[i]["args"], None)
+            return write(i, plan[i]["args"], None)
         op = plan[i]["op"]
         if u < rates.crash:
-            return self._write(plan, i, plan[i]["args"], None, crash=rng)
+            return write(i, plan[i]["args"], None, slip=rng)
         if u < rates.crash + rates.skip and op != "init":
-            return self._write(plan, i + 1, plan[i + 1]["args"], None)
+            return write(i + 1, plan[i + 1]["args"], None)
         if u >= rates.total - rates.wrong_operation and op != "init":
-            return self._write(plan, i, plan[i]["args"], rng.choice(OPS[op].wrong))
+            return write(i, plan[i]["args"], rng.choice(OPS[op].wrong))
         # wrong operand (also what a skip or wrong operation becomes on the start value)
         args = list(plan[i]["args"])
         j = rng.randrange(len(args))
         args[j] = rng.choice(operand_slips(args[j], question_numbers(problem)))
-        return self._write(plan, i, args, None)
+        return write(i, args, None)
 
-    @staticmethod
-    def _write(plan: Sequence[dict], i: int, args: Sequence[int], template: str | None,
-               crash: random.Random | None = None) -> str:
+    def _write(self, plan: Sequence[dict], i: int, args: Sequence[int], template: str | None,
+               value: Fraction | None = None, slip: random.Random | None = None) -> str:
+        """Step i of the plan; ``slip``: code that crashes, or in NL a wrongly stated value."""
         p = plan[i]
+        if self.style == "nl":
+            if p["op"] == "final":
+                return answer_step(str(value))
+            template = template or (None if p["op"] == "init" else OPS[p["op"]].code)
+            return nl_step(p["clause"], template, args, value, slip)
         if p["op"] == "final":
             return step_text(p["clause"], FINAL_CODE, final=True)
         code = code_for(p["op"], args, template)
-        return step_text(p["clause"], _crash(code, crash) if crash else code)
+        return step_text(p["clause"], _crash(code, slip) if slip else code)
 
 
 def sample_solution(proposer: BootstrapProposer, problem: Problem, seed: int,

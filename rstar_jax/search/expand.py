@@ -70,6 +70,23 @@ def program_of(path: Sequence[NodeInfo], step: str) -> str:
     return "".join(parts) + fmt.step_code(step)
 
 
+class NoExecution:
+    """A stand-in for the sandbox that runs nothing: every program "succeeds" with no output.
+
+    For steps that are not code (natural-language reasoning, the code-vs-NL ablation): no step
+    is filtered by execution and whatever the text states goes unchecked."""
+
+    def run_many(self, programs: Sequence[str]) -> list:
+        from rstar_jax.sandbox import ExecResult
+        return [ExecResult(ok=True, stdout="", error=None, timed_out=False, duration_s=0.0) for _ in programs]
+
+    def __enter__(self) -> "NoExecution":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 @dataclasses.dataclass(frozen=True)
 class ExpandSettings:
     error_threshold: int = 2  # a branch dies at this many consecutive code errors

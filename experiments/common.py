@@ -34,7 +34,7 @@ def add_io_args(p: argparse.ArgumentParser, models: Sequence[str] = ("policy", "
 def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="EvolveConfig YAML for the training, extraction and search settings "
                                     "(default: the run's config.yaml, else the library defaults)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="overrides of that config, e.g. sft.steps=200 ppm.lr=1e-4 eval.mcts.rollouts=4")
 
 

@@ -5,8 +5,9 @@ same seed) on the held-out problems. Reported per reward model: pairwise accurac
 held-out trees (a share of the tree problems that have pairs, kept out of training; step pairs,
 final-answer pairs and all), and the MCTS end accuracy.
 
-rStar-Math Table 8 (MATH / AIME 2024): ORM 82.6 / 26.7 (best-of-N), Q-value PQM 88.2 / 46.7,
-PPM 89.4 / 50.0 (MCTS). Here all three guide the same MCTS, so only the reward model differs.
+rStar-Math reward-model ablation (MATH / AIME 2024): ORM 82.6 / 26.7 (best-of-N), Q-value
+regression 88.2 / 46.7, PPM 89.4 / 50.0. Here all three guide the same MCTS, so only the reward
+model differs.
 
 With --run: round R's trees (R = --round, default the last), round R's policy, the run's
 held-out problems and its ppm / extract / eval.mcts settings (changed with --set).

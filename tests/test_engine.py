@@ -298,3 +298,27 @@ def test_bench_engine_smoke(tmp_path):
     assert [row["mode"] for row in r["results"]] == ["chunk", "copies", "torch"]
     assert r["new_tokens"] == 4 * 2 * 8 and r["prefill_tokens_saved_by_sharing"] == r["shape"]["prompt_tokens"]
     assert all(row["tokens_per_s"] > 0 and row["roofline_pct"] > 0 for row in r["results"])
+
+
+def test_ppm_scores_grouped_share_prefix(tiny):
+    """Siblings scored over their shared prefix (once) equal full-sequence scores."""
+    config, params, _, _ = tiny
+    pconfig, pparams = models.init_value_head(config, params, jax.random.key(2))
+    engine = Engine(pconfig, pparams)
+    rng = np.random.default_rng(3)
+    stems = prompts_of([20, 7, 1], config.vocab_size, seed=8)
+    texts, groups = [], []
+    for g, stem in enumerate(stems):
+        for _ in range(int(rng.integers(1, 5))):
+            texts.append(list(stem) + rng.integers(1, config.vocab_size, int(rng.integers(1, 9))).tolist())
+            groups.append(g)
+    texts.append(list(stems[0]))  # a member that is the whole shared prefix
+    groups.append(0)
+    ref = engine.score(texts)
+    got = engine.score(texts, groups=groups)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    ids, mask = np.zeros((len(texts), 32), np.int32), np.zeros((len(texts), 32), np.int32)
+    for i, t in enumerate(texts):
+        ids[i, :len(t)], mask[i, :len(t)] = t, 1
+    np.testing.assert_allclose(got, jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask),
+                               atol=1e-5)

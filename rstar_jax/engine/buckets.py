@@ -5,17 +5,20 @@ suffix) length, the cached-prefix length and the new-token budget are each
 rounded up to the next bucket. The default ladder is powers of two with the
 1.5x steps in between (1, 2, 3, 4, 6, 8, 12, 16, 24, ...): at most a third of
 any padded dimension is waste, and a dimension up to 4096 has ~20 buckets.
+``Buckets.coarse()`` (powers of two only) halves the buckets per dimension for
+workloads whose shapes change every call, like tree search, where compiling a
+new combination costs more than the padding it saves.
 """
 from __future__ import annotations
 
 import dataclasses
 
 
-def ladder(lo: int, hi: int) -> tuple[int, ...]:
-    """Powers of two and their 1.5x midpoints in [lo, hi], plus ``hi`` itself."""
+def ladder(lo: int, hi: int, midpoints: bool = True) -> tuple[int, ...]:
+    """Powers of two (and their 1.5x midpoints) in [lo, hi], plus ``hi`` itself."""
     sizes, p = set(), 1
     while p <= hi:
-        sizes.update(s for s in (p, p + p // 2) if lo <= s <= hi)
+        sizes.update(s for s in ((p, p + p // 2) if midpoints else (p,)) if lo <= s <= hi)
         p *= 2
     sizes.add(hi)
     return tuple(sorted(sizes))
@@ -37,6 +40,11 @@ class Buckets:
 
     batch: tuple[int, ...] = ladder(1, 1024)
     length: tuple[int, ...] = ladder(8, 32768)
+
+    @classmethod
+    def coarse(cls, min_rows: int = 1, min_length: int = 16) -> "Buckets":
+        """Powers of two only, from ``min_rows`` rows and ``min_length`` tokens."""
+        return cls(ladder(min_rows, 1024, midpoints=False), ladder(min_length, 32768, midpoints=False))
 
     def rows(self, n: int) -> int:
         return pick(n, self.batch, "batch size")

@@ -291,16 +291,23 @@ class Engine:
         """The KV of prompt + completion[:-1] of each row (what its cache holds, less any overshoot)."""
         seqs = [tuple(p) + tuple(tk[:-1]) for p, (tk, *_) in zip(prompts, finished)]
         length = self.buckets.tokens(max(map(len, seqs)), "prefix length")
-        k, v = dec.extract_prefixes(cache, np.asarray(rows, np.int32), length=length)
-        return [Prefix(s, kk, vv) for s, kk, vv in zip(seqs, jnp.unstack(k), jnp.unstack(v))]
+        padded = np.zeros(self.buckets.rows(len(rows)), np.int32)  # a bucketed row count: no recompiles
+        padded[:len(rows)] = rows
+        k, v = dec.extract_prefixes(cache, padded, length=length)
+        return [Prefix(s, kk, vv) for s, kk, vv in zip(seqs, jnp.unstack(k), jnp.unstack(v))]  # zip drops padding
 
     # --- scoring ----------------------------------------------------------------------
-    def score(self, texts: Sequence[Prompt], max_tokens: int = 16384) -> np.ndarray:
-        """Raw PPM scores [N] float32 (the value head on each text's last token)."""
+    def score(self, texts: Sequence[Prompt], max_tokens: int = 16384,
+              groups: Sequence | None = None) -> np.ndarray:
+        """Raw PPM scores [N] float32 (the value head on each text's last token).
+
+        groups: a key per text; texts with equal keys (the children of one node) compute
+                their common token prefix once.
+        """
         if not len(texts):
             return np.zeros(0, np.float32)
         seqs = [self.encode(t) for t in texts]
         for i, s in enumerate(seqs):
             if len(s) > self.max_len:
                 raise ValueError(f"text {i} has {len(s)} tokens; the maximum is {self.max_len}")
-        return score_sequences(self._jit_config, self.params, seqs, self.buckets, max_tokens)
+        return score_sequences(self._jit_config, self.params, seqs, self.buckets, max_tokens, groups)

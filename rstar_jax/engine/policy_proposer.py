@@ -28,11 +28,14 @@ class PolicyProposer:
     """Proposer protocol over an ``Engine`` (stop at any step marker, ``max_step_tokens`` per step).
 
     prefix_cache_mb: byte budget of the per-node prefix-KV cache (0 disables it).
+    chunk: the engine's decode chunk. 0 (one ``while_loop`` per step) suits steps: they are
+           short, and step markers are single tokens stopped on the device, so host checks
+           between chunks would only add programs to compile.
     """
 
     def __init__(self, engine: Engine, max_step_tokens: int = 256, *, top_p: float = 1.0, top_k: int = 0,
-                 prefix_cache_mb: float = 512.0):
-        self.engine, self.max_step_tokens = engine, max_step_tokens
+                 prefix_cache_mb: float = 512.0, chunk: int = 0):
+        self.engine, self.max_step_tokens, self.chunk = engine, max_step_tokens, chunk
         self.top_p, self.top_k = top_p, top_k
         self.cache_bytes = int(prefix_cache_mb * 2**20)
         # (problem id, parent path) -> {candidate text: Prefix}, least recently used first
@@ -47,7 +50,7 @@ class PolicyProposer:
         comps = self.engine.generate(
             prompts, n=k, max_new_tokens=self.max_step_tokens, temperature=temperature, top_p=self.top_p,
             top_k=self.top_k, stop=STEP_STOPS, seed=[request_seed(seed, r) for r in requests],
-            prefixes=[self._take(r) for r in requests], return_prefix=self.cache_bytes > 0)
+            prefixes=[self._take(r) for r in requests], return_prefix=self.cache_bytes > 0, chunk=self.chunk)
         out = []
         for r, cs in zip(requests, comps):
             if self.cache_bytes > 0:

@@ -1,26 +1,39 @@
 """Batched PPM scoring of many token sequences with the engine's buckets.
 
-Sequences are sorted by length and cut into batches of at most ``max_tokens``
-padded tokens, each padded (left) to a (batch, length) bucket, so a search
-that scores thousands of children compiles a handful of programs.
+Sequences that share a prefix (the K children of one search node share the
+whole path) form a group: the group's common token prefix is run through the
+model once and each member's remaining tokens attend to it as a shared KV
+prefix, so a search iteration costs one path per node instead of K. Groups are
+sorted by size and cut into batches of at most ``max_tokens`` padded tokens,
+each padded to (groups, prefix, members, suffix) buckets, so a search that
+scores thousands of children compiles a handful of programs.
 """
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rstar_jax.engine.buckets import Buckets
 from rstar_jax.engine.decode import TRACES
-from rstar_jax.models import ModelConfig, ppm_scores
+from rstar_jax.models import ModelConfig, SharedPrefix, forward_cached, init_cache
+from rstar_jax.models.transformer import value_head
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _score_batch(config: ModelConfig, params, ids, mask):
+def _score_batch(config: ModelConfig, params, prefix_ids, prefix_mask, suffix_ids, suffix_mask):
+    """Scores [G * n] of suffixes [G * n, S] (row r continues prefix r // n, [G, P]); left padding."""
     TRACES["score"] += 1
-    return ppm_scores(config, params, ids, mask)
+    g, p = prefix_ids.shape
+    r, s = suffix_ids.shape
+    _, cache = forward_cached(config, params, prefix_ids, init_cache(config, g, p), prefix_mask)
+    own = init_cache(config, r, s).replace(pos=jnp.repeat(cache.pos, r // g),
+                                           shared=SharedPrefix(cache.k, cache.v, cache.mask))
+    h, _ = forward_cached(config, params, suffix_ids, own, suffix_mask)
+    return value_head(config, params, h[:, -1])
 
 
 def left_pad(seqs: Sequence[Sequence[int]], rows: int, length: int, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -34,25 +47,52 @@ def left_pad(seqs: Sequence[Sequence[int]], rows: int, length: int, pad_id: int 
     return ids, mask
 
 
+def _common_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Tokens all of ``seqs`` start with, leaving each at least one token of its own."""
+    n = min(map(len, seqs)) - 1
+    first = seqs[0]
+    for s in seqs[1:]:
+        n = next((i for i in range(n) if s[i] != first[i]), n)
+    return n
+
+
 def score_sequences(config: ModelConfig, params, seqs: Sequence[Sequence[int]], buckets: Buckets,
-                    max_tokens: int = 16384) -> np.ndarray:
-    """Raw PPM scores [N] float32 for token sequences (each non-empty)."""
+                    max_tokens: int = 16384, groups: Sequence[Hashable] | None = None) -> np.ndarray:
+    """Raw PPM scores [N] float32 for token sequences (each non-empty).
+
+    groups: a key per sequence; sequences with equal keys share the computation of their
+            common token prefix (None: every sequence on its own).
+    """
     if "value_head" not in params:
         raise ValueError("these params have no value head: score() needs a PPM checkpoint")
     for i, s in enumerate(seqs):
         if not len(s):
             raise ValueError(f"text {i} is empty")
-    batches: list[list[int]] = [[]]
-    for i in sorted(range(len(seqs)), key=lambda i: len(seqs[i])):  # longest last in each batch
-        grown = batches[-1] + [i]
-        if batches[-1] and (len(grown) > buckets.batch[-1] or
-                            buckets.rows(len(grown)) * buckets.tokens(len(seqs[i])) > max_tokens):
-            grown = [i]
-            batches.append(grown)
-        batches[-1] = grown
+    members: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(groups if groups is not None else range(len(seqs))):
+        members.setdefault(key, []).append(i)
+    cut = {key: _common_length([seqs[i] for i in idx]) for key, idx in members.items()}
+    # (prefix, members, suffix) padded sizes of a batch of groups, and its padded tokens
+    def shape(keys):
+        g, n = buckets.rows(len(keys)), buckets.rows(max(len(members[k]) for k in keys))
+        p = buckets.tokens(max(max(cut[k] for k in keys), 1), "scored prefix length")
+        s = buckets.tokens(max(len(seqs[i]) - cut[k] for k in keys for i in members[k]), "scored text length")
+        return g, p, n, s, g * p + g * n * s
+
+    order = sorted(members, key=lambda k: (cut[k], max(len(seqs[i]) for i in members[k])))
+    batches: list[list[Hashable]] = []
+    for key in order:
+        if batches and len(batches[-1]) < buckets.batch[-1] and shape(batches[-1] + [key])[-1] <= max_tokens:
+            batches[-1].append(key)
+        else:
+            batches.append([key])
     out = np.zeros(len(seqs), np.float32)
-    for idx in batches:
-        length = buckets.tokens(len(seqs[idx[-1]]), "scored text length")
-        ids, mask = left_pad([seqs[i] for i in idx], buckets.rows(len(idx)), length)
-        out[idx] = np.asarray(_score_batch(config, params, ids, mask))[:len(idx)]
+    for keys in batches:
+        g, p, n, s, _ = shape(keys)
+        pre_ids, pre_mask = left_pad([seqs[members[k][0]][:cut[k]] for k in keys], g, p)
+        rows = [[seqs[i][cut[k]:] for i in members[k]] + [[]] * (n - len(members[k])) for k in keys]
+        suf_ids, suf_mask = left_pad([r for group in rows for r in group], g * n, s)
+        scores = np.asarray(_score_batch(config, params, pre_ids, pre_mask, suf_ids, suf_mask))
+        for e, k in enumerate(keys):
+            out[members[k]] = scores[e * n:e * n + len(members[k])]
     return out

@@ -335,8 +335,13 @@ def ppm_scores(config: ModelConfig, params: Params, input_ids: jax.Array,
     if attention_mask is None:
         attention_mask = jnp.ones(input_ids.shape, jnp.int32)
     h = hidden_states(config.replace(value_head=True), params, input_ids, attention_mask)
-    last = jnp.take_along_axis(h, last_token_index(attention_mask)[:, None, None], axis=1)[:, 0]
-    return Transformer(config.replace(value_head=True)).apply({"params": params}, last, method=Transformer.score)
+    return value_head(config, params, jnp.take_along_axis(h, last_token_index(attention_mask)[:, None, None],
+                                                           axis=1)[:, 0])
+
+
+def value_head(config: ModelConfig, params: Params, h: jax.Array) -> jax.Array:
+    """The PPM's scalar head on hidden states [..., D] -> [...] float32."""
+    return Transformer(config.replace(value_head=True)).apply({"params": params}, h, method=Transformer.score)
 
 
 def init_value_head(config: ModelConfig, params: Params, rng: jax.Array) -> tuple[ModelConfig, Params]:

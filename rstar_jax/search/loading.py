@@ -19,16 +19,19 @@ class PPMScorer:
 
     def score(self, questions: Sequence[str], paths: Sequence[Sequence[str]]) -> np.ndarray:
         texts = [build_prompt(q) + "".join(p) for q, p in zip(questions, paths)]
-        return np.asarray(self.engine.score(texts), np.float64)
+        # paths that differ only in their last step (siblings) share the rest's computation
+        groups = [(q, tuple(p[:-1])) for q, p in zip(questions, paths)]
+        return np.asarray(self.engine.score(texts, groups=groups), np.float64)
 
 
 def load_engine(path: str):
+    """An engine with coarse buckets: search changes its batch and lengths every iteration."""
     from rstar_jax.data.domain_tokenizer import load_tokenizer
-    from rstar_jax.engine import Engine
+    from rstar_jax.engine import Buckets, Engine
     from rstar_jax.models import load_hf
 
     config, params = load_hf(path)
-    return Engine(config, params, load_tokenizer(path))
+    return Engine(config, params, load_tokenizer(path), buckets=Buckets.coarse(min_rows=8, min_length=32))
 
 
 def load_proposer(policy: str, problems: Sequence, cfg: SearchConfig, bootstrap_kwargs: dict | None = None):

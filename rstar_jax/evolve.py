@@ -9,6 +9,7 @@ last finished unit, and a search shard resumes after its last finished batch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -69,10 +70,25 @@ def round_search_config(cfg: EvolveConfig, r: int) -> SearchConfig:
     return base.replace(seed=cfg.seed * 1000 + r)
 
 
+def round_problems(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem]) -> list[Problem]:
+    """The training problems round r searches: all, or (``policy_search_limit``, rounds >= 2) those
+    with the fewest SFT examples in round r-1's data, ties in a seeded order."""
+    limit = cfg.policy_search_limit
+    if r == 1 or not limit or limit >= len(train):
+        return train
+    from collections import Counter
+
+    from rstar_jax.data.extract import read_sft
+    have = Counter(x.problem_id for x in read_sft(wd.path(f"round{r - 1}/data", "sft.jsonl")))
+    tie = {p.id: hashlib.sha1(f"{cfg.seed}/{r}/{p.id}".encode()).hexdigest() for p in train}
+    return sorted(train, key=lambda p: (have[p.id], tie[p.id]))[:limit]
+
+
 def search_round(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem]) -> list:
     """All shards of round r (claiming unfinished ones), then every shard's records in order."""
     from rstar_jax.search.loading import round_searchers
 
+    train = round_problems(cfg, wd, r, train)
     scfg = round_search_config(cfg, r)
     n = cfg.search_shards
     shards = [train[i::n] for i in range(n)]

@@ -32,6 +32,9 @@ class EvolveConfig:
     bootstrap_error_rates:  per-tier total step error rate of the scripted bootstrap proposer.
     bootstrap_search:       round-1 search (terminal-guided, gold rewards).
     policy_search:          rounds >= 2 (policy + PPM, gold rewards).
+    policy_search_limit:    rounds >= 2 search at most this many training problems (0 = all), those
+                            with the fewest solutions in the previous round's data first (a laptop
+                            budget spent where the previous round failed).
     final_extra_rollouts:   last round: extra rollouts for problems still unsolved.
     search_shards:          shards per round's search (processes may share them).
     policy_init:            "base": each round's policy is trained again from the base model (the
@@ -49,6 +52,7 @@ class EvolveConfig:
     bootstrap_search: SearchConfig = SearchConfig(rollouts=8, candidates=5, temperature=0.7, error_threshold=2)
     policy_search: SearchConfig = SearchConfig(rollouts=16, candidates=8, temperature=1.0, mode="ppm",
                                                reward="gold", error_threshold=1)
+    policy_search_limit: int = 0
     final_extra_rollouts: int = 0
     search_shards: int = 1
     policy_init: str = "base"

@@ -30,6 +30,10 @@ def test_policy_proposer(tiny):  # noqa: F811
     r3 = ProposalRequest("p3", "x = 3 + 4", (), node=(2, 0))
     assert texts(other.propose([r2, r3], 3, temperature=1.0, seed=0))[0] == texts(out)[1]
     assert texts(other.propose([r2, r3], 3, temperature=1.0, seed=1))[0] != texts(out)[1]
+    # independent chains through the same path (best-of-N, self-consistency) draw differently
+    chains = [ProposalRequest("p2", r2.question, (), node=(1, 0), sample_id=i) for i in range(4)]
+    drawn = texts(other.propose(chains, 1, temperature=1.0, seed=0))
+    assert len({d[0] for d in drawn}) > 1
 
     # expanding a child reuses its KV from the parent's expansion (its step may carry an output block)
     step = out[0][0].text

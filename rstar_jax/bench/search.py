@@ -15,6 +15,8 @@ from typing import Sequence
 
 from rstar_jax.search.proposer import ProposalRequest, StepCandidate
 
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
 
 class NaiveProposer:
     """K separate copies of the full path text per request (run with one problem per batch)."""
@@ -79,16 +81,23 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rollouts", type=int, default=8)
     p.add_argument("--candidates", type=int, default=4)
     p.add_argument("--train-steps", type=int, default=60, help="SFT steps of the default policy")
+    p.add_argument("--warmup-rollouts", type=int, default=2, help="rollouts of the untimed compile run")
     p.add_argument("--out", default="bench_search.json")
 
 
 def run(args) -> dict:
+    from jax import monitoring
+
     from rstar_jax.data.synthetic import generate_problems
-    from rstar_jax.engine import Engine, PolicyProposer
+    from rstar_jax.engine import PolicyProposer
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.config import SearchConfig
+    from rstar_jax.search.loading import search_engine
     from rstar_jax.search.mcts import run_mcts
 
+    compiles = [0]
+    monitoring.register_event_duration_secs_listener(
+        lambda event, _secs, **_: compiles.__setitem__(0, compiles[0] + (event == COMPILE_EVENT)))
     problems = generate_problems(args.problems, tier=2, seed=123)
     config, params, tok = _policy(args.policy, generate_problems(400, tier=2, seed=7), args.train_steps)
     cfg = SearchConfig(rollouts=args.rollouts, candidates=args.candidates, temperature=1.0,
@@ -97,25 +106,31 @@ def run(args) -> dict:
     with Sandbox() as sandbox:
         for name, probs, batch in (("ours (batched, shared prefix, KV reuse)", problems, args.problems),
                                    ("naive (one problem, full-path prefill)", problems[:args.naive_problems], 1)):
-            engine = Engine(config, params, tok)
+            # the naive loop runs one problem's K candidates per call: no batch padding for it
+            engine = search_engine(config, params, tok, min_rows=8 if batch > 1 else 1)
             prop = PolicyProposer(engine, cfg.max_step_tokens) if batch > 1 else \
                 NaiveProposer(engine, cfg.max_step_tokens)
-            run_mcts(probs, prop, sandbox, cfg.replace(rollouts=1, batch_size=batch), progress=False)  # compile
-            t = time.perf_counter()
+            # warm-up: another seed and fewer rollouts compile most shape buckets; the timed
+            # run reports the compiles it still needed (a long search amortises them)
+            t, compiles[0] = time.perf_counter(), 0
+            run_mcts(probs, prop, sandbox, cfg.replace(rollouts=args.warmup_rollouts, batch_size=batch, seed=1),
+                     progress=False)
+            warm = {"warmup_seconds": time.perf_counter() - t, "warmup_compiles": compiles[0]}
+            t, compiles[0] = time.perf_counter(), 0
             _, st = run_mcts(probs, prop, sandbox, cfg.replace(batch_size=batch), progress=False)
             secs = time.perf_counter() - t
             rows[name] = {"problems": len(probs), "nodes_expanded": st.nodes_expanded, "seconds": secs,
                           "nodes_per_s": st.nodes_expanded / secs, "tokens": st.tokens,
                           "prefill_per_expansion": st.prefill_tokens / max(st.nodes_expanded, 1),
-                          "prefill_saved": st.prefill_saved,
-                          "sandbox_share": st.sandbox_seconds / secs}
+                          "prefill_saved": st.prefill_saved, "compiles": compiles[0],
+                          "sandbox_share": st.sandbox_seconds / secs, **warm}
     ours, naive = rows.values()
     result = {"rows": rows, "speedup_nodes_per_s": ours["nodes_per_s"] / naive["nodes_per_s"],
               "model_parameters": config.num_params(), "config": vars(args)}
-    print(f"{'method':42s} {'nodes/s':>9s} {'prefill/exp':>12s} {'tokens':>9s} {'sandbox':>8s}")
+    print(f"{'method':42s} {'nodes/s':>9s} {'prefill/exp':>12s} {'tokens':>9s} {'sandbox':>8s} {'compiles':>9s}")
     for name, r in rows.items():
         print(f"{name:42s} {r['nodes_per_s']:9.1f} {r['prefill_per_expansion']:12.1f} {r['tokens']:9d} "
-              f"{100 * r['sandbox_share']:7.0f}%")
+              f"{100 * r['sandbox_share']:7.0f}% {r['compiles']:9d}")
     print(f"speedup: {result['speedup_nodes_per_s']:.1f}x nodes/s")
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

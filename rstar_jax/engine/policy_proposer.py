@@ -17,9 +17,10 @@ from rstar_jax.steps import STEP_STOPS, build_prompt
 
 
 def request_seed(seed: int, request: ProposalRequest) -> int:
-    """A 32-bit seed from (seed, problem id, path): independent of the batch a request is in."""
+    """A 32-bit seed from (seed, problem id, sample id, path): independent of the batch a request
+    is in; the sample id keeps independent chains through the same path independent."""
     h = hashlib.blake2b(digest_size=4)
-    for part in (str(seed), request.problem_id, str(len(request.steps)), *request.steps):
+    for part in (str(seed), request.problem_id, str(request.sample_id), str(len(request.steps)), *request.steps):
         h.update(part.encode() + b"\0")
     return int.from_bytes(h.digest(), "little")
 

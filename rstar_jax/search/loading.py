@@ -24,14 +24,19 @@ class PPMScorer:
         return np.asarray(self.engine.score(texts, groups=groups), np.float64)
 
 
-def load_engine(path: str):
-    """An engine with coarse buckets: search changes its batch and lengths every iteration."""
-    from rstar_jax.data.domain_tokenizer import load_tokenizer
+def search_engine(config, params, tokenizer, min_rows: int = 8):
+    """An engine with coarse buckets: search changes its batch and lengths every iteration, and
+    on a small model each new shape costs more to compile than its padding costs to run."""
     from rstar_jax.engine import Buckets, Engine
+    return Engine(config, params, tokenizer, buckets=Buckets.coarse(min_rows=min_rows, min_length=32))
+
+
+def load_engine(path: str):
+    from rstar_jax.data.domain_tokenizer import load_tokenizer
     from rstar_jax.models import load_hf
 
     config, params = load_hf(path)
-    return Engine(config, params, load_tokenizer(path), buckets=Buckets.coarse(min_rows=8, min_length=32))
+    return search_engine(config, params, load_tokenizer(path))
 
 
 def load_proposer(policy: str, problems: Sequence, cfg: SearchConfig, bootstrap_kwargs: dict | None = None):

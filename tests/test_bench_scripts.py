@@ -1,4 +1,5 @@
-"""Smoke test of the model and training benchmark scripts at tiny sizes (slow: builds torch models)."""
+"""Smoke tests of the model, training and search benchmark scripts at tiny sizes (slow: they build
+and train models)."""
 import json
 
 import pytest
@@ -19,3 +20,17 @@ def test_bench_scripts_write_tables_and_json(tmp_path, capsys):
     for r in m["rows"] + t["rows"]:
         assert r["ours_tok_s"] > 0 and r["torch_tok_s"] > 0 and 0 < r["ours_peak_frac"]
     assert t["rows"][1]["ours_work_s"] > t["rows"][1]["torch_work_s"]  # shared prefixes: more pairs per step
+
+
+@pytest.mark.slow
+def test_bench_search_smoke(tmp_path):
+    """`bench search` end to end at toy size: both loops expand nodes, ours prefills less per node."""
+    from rstar_jax.bench import search
+
+    out = tmp_path / "s.json"
+    r = search.main(["--problems", "4", "--naive-problems", "1", "--rollouts", "1", "--candidates", "2",
+                     "--train-steps", "2", "--warmup-rollouts", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["speedup_nodes_per_s"] == r["speedup_nodes_per_s"] > 0
+    ours, naive = r["rows"].values()
+    assert ours["nodes_expanded"] >= ours["problems"] and naive["nodes_expanded"] >= 1
+    assert ours["prefill_per_expansion"] < naive["prefill_per_expansion"]

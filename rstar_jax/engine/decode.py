@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from rstar_jax.engine.sampling import SamplingMode, row_keys, sample
-from rstar_jax.models import KVCache, ModelConfig, SharedPrefix, forward_cached, init_cache, project
+from rstar_jax.models import KVCache, ModelConfig, branch_cache, forward_cached, project
 
 # Python-side trace counts per function: a retrace means a new compilation.
 TRACES: collections.Counter = collections.Counter()
@@ -102,8 +102,7 @@ def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens,
     cache = _prefix_cache(config, prefix_k, prefix_v, prefix_len, b, t)
     h, cache = forward_cached(config, params, tokens, cache, mask)
     logits = jnp.repeat(project(config, params, h[:, -1]), r // b, axis=0)  # left padding: last column real
-    own = init_cache(config, r, own_cap)
-    cache = own.replace(pos=jnp.repeat(cache.pos, r // b), shared=SharedPrefix(cache.k, cache.v, cache.mask))
+    cache = branch_cache(config, cache, r, own_cap)
     state = DecodeState(
         cache=cache, tokens=jnp.zeros((r, new_cap), jnp.int32), logprobs=jnp.zeros((r, new_cap), jnp.float32),
         num=jnp.zeros((r,), jnp.int32), max_new=max_new, done=max_new <= 0,

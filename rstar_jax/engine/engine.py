@@ -24,6 +24,7 @@ from rstar_jax.engine.sampling import SamplingMode
 from rstar_jax.engine.scoring import left_pad, score_sequences
 from rstar_jax.engine.stops import cut_at_stop, first_stop, rows_with_stop
 from rstar_jax.models import ModelConfig
+from rstar_jax.sequences import common_prefix
 
 Prompt = str | Sequence[int]
 
@@ -65,14 +66,6 @@ class GenerateStats:
     new_tokens: int = 0
     decode_calls: int = 0
     seconds: float = 0.0
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 class Engine:
@@ -154,7 +147,8 @@ class Engine:
         if len(prefixes) != len(ids):
             raise ValueError(f"got {len(prefixes)} prefixes for {len(ids)} prompts")
         # reuse at most len - 1 tokens: the last prompt token is fed to get the first logits
-        keeps = [0 if p is None else min(_common_prefix(p.tokens, q), len(q) - 1) for p, q in zip(prefixes, ids)]
+        keeps = [0 if p is None else min(common_prefix([p.tokens, q]), len(q) - 1)
+                 for p, q in zip(prefixes, ids)]
         mode = SamplingMode.of(temperature, top_p, top_k)
         stop_ids = sorted(self.eos_ids | {i for s in stop if (i := self.codec.single_token_id(s)) is not None})
         settings = dict(max_new=max_new_tokens, stop=stop, stop_ids=stop_ids, mode=mode,

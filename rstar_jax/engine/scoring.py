@@ -14,25 +14,21 @@ import functools
 from typing import Hashable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rstar_jax.engine.buckets import Buckets
 from rstar_jax.engine.decode import TRACES
-from rstar_jax.models import ModelConfig, SharedPrefix, forward_cached, init_cache
+from rstar_jax.models import ModelConfig, branch_cache, forward_cached, init_cache
 from rstar_jax.models.transformer import value_head
+from rstar_jax.sequences import common_prefix
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _score_batch(config: ModelConfig, params, prefix_ids, prefix_mask, suffix_ids, suffix_mask):
     """Scores [G * n] of suffixes [G * n, S] (row r continues prefix r // n, [G, P]); left padding."""
     TRACES["score"] += 1
-    g, p = prefix_ids.shape
-    r, s = suffix_ids.shape
-    _, cache = forward_cached(config, params, prefix_ids, init_cache(config, g, p), prefix_mask)
-    own = init_cache(config, r, s).replace(pos=jnp.repeat(cache.pos, r // g),
-                                           shared=SharedPrefix(cache.k, cache.v, cache.mask))
-    h, _ = forward_cached(config, params, suffix_ids, own, suffix_mask)
+    _, cache = forward_cached(config, params, prefix_ids, init_cache(config, *prefix_ids.shape), prefix_mask)
+    h, _ = forward_cached(config, params, suffix_ids, branch_cache(config, cache, *suffix_ids.shape), suffix_mask)
     return value_head(config, params, h[:, -1])
 
 
@@ -45,15 +41,6 @@ def left_pad(seqs: Sequence[Sequence[int]], rows: int, length: int, pad_id: int 
             ids[i, length - len(s):] = s
             mask[i, length - len(s):] = 1
     return ids, mask
-
-
-def _common_length(seqs: Sequence[Sequence[int]]) -> int:
-    """Tokens all of ``seqs`` start with, leaving each at least one token of its own."""
-    n = min(map(len, seqs)) - 1
-    first = seqs[0]
-    for s in seqs[1:]:
-        n = next((i for i in range(n) if s[i] != first[i]), n)
-    return n
 
 
 def score_sequences(config: ModelConfig, params, seqs: Sequence[Sequence[int]], buckets: Buckets,
@@ -71,7 +58,9 @@ def score_sequences(config: ModelConfig, params, seqs: Sequence[Sequence[int]], 
     members: dict[Hashable, list[int]] = {}
     for i, key in enumerate(groups if groups is not None else range(len(seqs))):
         members.setdefault(key, []).append(i)
-    cut = {key: _common_length([seqs[i] for i in idx]) for key, idx in members.items()}
+    # each member keeps at least one token of its own (its score is read at its last token)
+    cut = {key: min(common_prefix([seqs[i] for i in idx]), min(len(seqs[i]) for i in idx) - 1)
+           for key, idx in members.items()}
     # (prefix, members, suffix) padded sizes of a batch of groups, and its padded tokens
     def shape(keys):
         g, n = buckets.rows(len(keys)), buckets.rows(max(len(members[k]) for k in keys))

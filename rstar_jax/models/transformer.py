@@ -65,6 +65,14 @@ def init_cache(config: ModelConfig, batch: int, capacity: int) -> KVCache:
                    jnp.zeros((batch,), jnp.int32), jnp.zeros((), jnp.int32))
 
 
+def branch_cache(config: ModelConfig, prompts: KVCache, rows: int, capacity: int) -> KVCache:
+    """A cache of ``rows`` rows with ``capacity`` empty slots each, continuing the Bp prompts of
+    ``prompts`` (row r continues prompt r // (rows / Bp)), whose KV they read as a SharedPrefix."""
+    n = rows // prompts.mask.shape[0]
+    return init_cache(config, rows, capacity).replace(
+        pos=jnp.repeat(prompts.pos, n), shared=SharedPrefix(prompts.k, prompts.v, prompts.mask))
+
+
 def rope_tables(positions: jax.Array, dh: int, theta: float) -> tuple[jax.Array, jax.Array]:
     """HF rotate-half RoPE as ``x * cos + swap_halves(x) * sin``: cos, sin [B, T, 1, Dh].
 

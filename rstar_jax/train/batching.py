@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rstar_jax.data.extract import PairGroup, SFTExample
+from rstar_jax.sequences import common_prefix
 
 Rows = dict[str, np.ndarray]  # name -> [R, ...] arrays of one epoch
 
@@ -39,16 +40,6 @@ def check_vocab(tokenizer, vocab_size: int) -> None:
                          "mismatched tokenizer and checkpoint")
 
 
-def _common_prefix(seqs: Sequence[np.ndarray]) -> int:
-    n = min(len(s) for s in seqs)
-    first = seqs[0][:n]
-    for s in seqs[1:]:
-        diff = np.nonzero(s[:n] != first)[0]
-        n = int(diff[0]) if len(diff) else n
-        first = first[:n]
-    return n
-
-
 # --- SFT ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class EncodedSFT:
@@ -62,7 +53,7 @@ def encode_sft(examples: Sequence[SFTExample], tokenizer, append_eos: bool) -> l
     eos = tokenizer.eos_token_id if append_eos else None
     out = []
     for full, prompt in zip(fulls, prompts):
-        n = _common_prefix([full, prompt]) if len(prompt) else 0
+        n = common_prefix([full, prompt]) if len(prompt) else 0
         ids = np.append(full, np.int32(eos)) if eos is not None else full
         out.append(EncodedSFT(ids.astype(np.int32), n))
     return out
@@ -92,7 +83,7 @@ def encode_groups(groups: Sequence[PairGroup], tokenizer) -> list[EncodedGroup]:
     out = []
     for g, (start, n) in zip(groups, spans):
         full = ids[start:start + n]
-        shared = min(_common_prefix(full), min(len(f) for f in full) - 1)
+        shared = min(common_prefix(full), min(len(f) for f in full) - 1)
         npos = len(g.pos)
         out.append(EncodedGroup(
             full[0][:shared], tuple(f[shared:] for f in full),

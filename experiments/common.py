@@ -94,19 +94,20 @@ def train_fresh(train_fn, data: str, init: str, out_dir: str, cfg, seed: int, **
 
 def greedy_eval(proposer, problems: Sequence, cfg, sandbox) -> dict:
     """Policy-only accuracy: one temperature-0 chain per problem (``cfg``: a SearchConfig)."""
-    from rstar_jax.evaluate import accuracy
-    from rstar_jax.search.baselines import run_chains
-    recs, st = run_chains(problems, proposer, sandbox, cfg.replace(temperature=0.0), 1, None, gold=False,
-                          progress=False)
-    return {"acc": accuracy(recs, "best"), "tokens": st.tokens / len(problems)}
+    m = _evaluate("greedy", proposer, None, problems, cfg, sandbox)
+    return {"acc": m["policy_greedy_acc"], "tokens": m["tokens"]["greedy"]}
 
 
 def mcts_eval(proposer, scorer, problems: Sequence, cfg, sandbox) -> dict:
     """Reward-guided MCTS accuracy (best-scored answer) with the test-time settings ``cfg``."""
-    from rstar_jax.evaluate import accuracy
-    from rstar_jax.search.mcts import run_mcts
-    recs, st = run_mcts(problems, proposer, sandbox, cfg, scorer, progress=False)
-    return {"acc": accuracy(recs, "best"), "tokens": st.tokens / len(problems)}
+    m = _evaluate("mcts", proposer, scorer, problems, cfg, sandbox)
+    return {"acc": m["mcts_ppm_acc"], "tokens": m["tokens"]["mcts"]}
+
+
+def _evaluate(method: str, proposer, scorer, problems: Sequence, cfg, sandbox) -> dict:
+    from rstar_jax.evaluate import EvalConfig, evaluate
+    return evaluate(proposer, scorer, problems, EvalConfig(mcts=cfg, methods=(method,)), cfg.seed,
+                    sandbox=sandbox, progress=False)
 
 
 def write_outputs(out: str, name: str, title: str, header: Sequence[str], rows: Sequence[Sequence],

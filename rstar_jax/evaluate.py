@@ -40,8 +40,14 @@ def accuracy(records, how: str, top_k: int | None = None) -> float:
 
 
 def evaluate(proposer, scorer, problems: Sequence, cfg: EvalConfig, seed: int = 0,
-             out_dir: str | None = None) -> dict:
-    """Accuracy and generated tokens per method; writes each method's records if ``out_dir``."""
+             out_dir: str | None = None, sandbox=None, progress: bool = True) -> dict:
+    """Accuracy and generated tokens per method; writes each method's records if ``out_dir``.
+
+    sandbox: the executor to run steps with (default: a new ``Sandbox``), e.g. one shared
+             across calls, or ``search.expand.NoExecution`` for steps that are not code.
+    """
+    import contextlib
+
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.baselines import run_beam, run_chains
     from rstar_jax.search.mcts import run_mcts
@@ -55,17 +61,18 @@ def evaluate(proposer, scorer, problems: Sequence, cfg: EvalConfig, seed: int = 
     base = cfg.mcts.replace(seed=seed)
     n = max(len(problems), 1)
     out: dict = {"problems": len(problems), "tokens": {}}
-    with Sandbox() as sandbox:
+    with contextlib.nullcontext(sandbox) if sandbox is not None else Sandbox() as sandbox:
         def save(name, records):
             if out_dir:
                 write_records(os.path.join(out_dir, f"{name}.jsonl"), records)
 
         if "greedy" in cfg.methods:
-            recs, st = run_chains(problems, proposer, sandbox, base.replace(temperature=0.0), 1, None, gold=False)
+            recs, st = run_chains(problems, proposer, sandbox, base.replace(temperature=0.0), 1, None, gold=False,
+                                  progress=progress)
             out["policy_greedy_acc"], out["tokens"]["greedy"] = accuracy(recs, "best"), st.tokens / n
             save("greedy", recs)
         if "mcts" in cfg.methods:
-            recs, st = run_mcts(problems, proposer, sandbox, base, scorer)
+            recs, st = run_mcts(problems, proposer, sandbox, base, scorer, progress=progress)
             out["mcts_ppm_acc"], out["tokens"]["mcts"] = accuracy(recs, "best", cfg.top_k), st.tokens / n
             out["mcts_ppm_majority_acc"] = accuracy(recs, "majority", cfg.top_k)
             out["mcts_ppm_weighted_acc"] = accuracy(recs, "weighted", cfg.top_k)
@@ -73,7 +80,7 @@ def evaluate(proposer, scorer, problems: Sequence, cfg: EvalConfig, seed: int = 
         if {"bon", "sc"} & set(cfg.methods):
             chains = cfg.n_chains or _matched_chains(out["tokens"], cfg.max_chains)
             recs, st = run_chains(problems, proposer, sandbox, base.replace(temperature=cfg.chain_temperature),
-                                  chains, scorer if "bon" in cfg.methods else None, gold=False)
+                                  chains, scorer if "bon" in cfg.methods else None, gold=False, progress=progress)
             out["n_chains"] = chains
             if "bon" in cfg.methods:
                 out["bon_orm_acc"], out["tokens"]["bon"] = accuracy(recs, "best"), st.tokens / n
@@ -81,7 +88,8 @@ def evaluate(proposer, scorer, problems: Sequence, cfg: EvalConfig, seed: int = 
                 out["sc_acc"], out["tokens"]["sc"] = accuracy(recs, "majority"), st.tokens / n
             save("chains", recs)
         if "beam" in cfg.methods:
-            recs, st = run_beam(problems, proposer, sandbox, base, cfg.beam_width, scorer, gold=False)
+            recs, st = run_beam(problems, proposer, sandbox, base, cfg.beam_width, scorer, gold=False,
+                                progress=progress)
             out["beam_acc"], out["tokens"]["beam"] = accuracy(recs, "best"), st.tokens / n
             save("beam", recs)
     return out

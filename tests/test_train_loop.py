@@ -35,7 +35,7 @@ def ppm_groups(n=48, seed=0):
     out = []
     for i in range(n):
         a, b = rng.randint(1, 99, 2)
-        good = [Candidate(f"# print the sum\nprint(x)\n<end_of_code>", 0.9, 1)]
+        good = [Candidate("# print the sum\nprint(x)\n<end_of_code>", 0.9, 1)]
         bad = [Candidate(f"# print the difference\nprint(x - {2 * b})\n<end_of_code>", -0.8, 2),
                Candidate(f"# guess\nprint({a * b})\n<end_of_code>", -0.9, 3)]
         out.append(PairGroup(f"p{i}", "step", build_prompt(f"What is {a} plus {b}?"),

@@ -198,11 +198,11 @@ def toy_children(path):
 
 
 def greedy_reward():
-    path, (prior, term, reward) = (), (0.0, False, 0.0)
+    path, (term, reward) = (), (False, 0.0)
     while not term:
         kids = toy_children(path)
         k = int(np.argmax([c[0] for c in kids]))
-        path, (prior, term, reward) = path + (k,), kids[k]
+        path, (_, term, reward) = path + (k,), kids[k]
     return reward
 
 

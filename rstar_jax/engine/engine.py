@@ -200,7 +200,8 @@ class Engine:
         stop_arr = np.full(max(8, -(-len(stop_ids) // 8) * 8), -1, np.int32)  # padded: no recompiles
         stop_arr[:len(stop_ids)] = stop_ids
         state = dec.prefill(
-            self._jit_config, self.params, prefix_k, prefix_v, np.asarray(keeps + [0] * (bp - b), np.int32), tokens, mask,
+            self._jit_config, self.params, prefix_k, prefix_v, np.asarray(keeps + [0] * (bp - b), np.int32),
+            tokens, mask,
             per_row([budget[e] for e, _ in rows], np.int32),
             per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
             per_row([seed_of[e][1] for e, _ in rows], np.int32), per_row(sample_of, np.int32),

@@ -7,7 +7,8 @@ from rstar_jax.models.transformer import (
 from rstar_jax.models.hf_io import CheckpointError, load_hf, save_hf
 
 __all__ = [
-    "ModelConfig", "KVCache", "SharedPrefix", "branch_cache", "forward_cached", "hidden_states", "init_cache", "init_params",
+    "ModelConfig", "KVCache", "SharedPrefix", "branch_cache", "forward_cached", "hidden_states", "init_cache",
+    "init_params",
     "init_value_head", "last_token_index", "logits", "ppm_scores", "project",
     "CheckpointError", "load_hf", "save_hf",
 ]

@@ -3,23 +3,29 @@
 Either a local checkpoint (``init``: any Qwen2/Llama HF folder; the step markers
 are added to its tokenizer and embeddings) or, for the embedded default, a
 domain tokenizer trained on the problems' reference solutions plus a randomly
-initialised small transformer.
+initialised small transformer, optionally given a copy warm-up
+(``rstar_jax.train.copy_warmup``) in place of the pretraining a real base had.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Sequence
 
 import jax
+import numpy as np
 
 from rstar_jax.models.config import ModelConfig
+from rstar_jax.train.copy_warmup import CopyWarmupConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class BaseModelSpec:
     """init:      HF folder of a pretrained base model; None trains from scratch.
     tokenizer: HF tokenizer folder (default: the one in ``init``, or a new domain tokenizer).
-    The size fields apply only when training from scratch."""
+    The size fields apply only when training from scratch.
+    tie_word_embeddings: share the input embedding and the LM head (as small Qwen2 models do).
+    copy_warmup: train a from-scratch model to copy before it is saved (``steps: 0`` skips it)."""
 
     init: str | None = None
     tokenizer: str | None = None
@@ -32,6 +38,8 @@ class BaseModelSpec:
     num_kv_heads: int = 2
     max_position_embeddings: int = 1024
     rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
+    copy_warmup: CopyWarmupConfig = CopyWarmupConfig()
 
 
 def build_base_model(spec: BaseModelSpec, problems: Sequence, out_dir: str, seed: int = 0) -> dict:
@@ -55,13 +63,19 @@ def build_base_model(spec: BaseModelSpec, problems: Sequence, out_dir: str, seed
             vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
             num_layers=spec.num_layers, num_heads=spec.num_heads, num_kv_heads=spec.num_kv_heads,
             max_position_embeddings=spec.max_position_embeddings, rope_theta=spec.rope_theta,
-            tie_word_embeddings=True, dtype=spec.dtype, pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=spec.tie_word_embeddings, dtype=spec.dtype, pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id)
         params = init_params(config, jax.random.key(seed))
         source = "scratch"
+        if spec.copy_warmup.steps:
+            from rstar_jax.train.copy_warmup import copy_warmup
+            ordinary = np.setdiff1d(np.arange(config.vocab_size), tokenizer.all_special_ids)
+            config, params = copy_warmup((config, params), ordinary, os.path.join(out_dir, "copy_warmup"),
+                                         dataclasses.replace(spec.copy_warmup, seed=seed))
     save_hf(config, params, out_dir)
     save_tokenizer(tokenizer, out_dir) if not spec.init else tokenizer.save_pretrained(out_dir)
-    return {"source": source, "parameters": config.num_params(), "vocab_size": config.vocab_size}
+    return {"source": source, "parameters": config.num_params(), "vocab_size": config.vocab_size,
+            "copy_warmup_steps": 0 if spec.init else spec.copy_warmup.steps}
 
 
 def _corpus(problems: Sequence) -> list[str]:

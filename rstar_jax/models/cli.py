@@ -1,7 +1,6 @@
 """`rstar-jax info` and `rstar-jax convert`."""
 from __future__ import annotations
 
-import argparse
 import json
 
 

@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "rounds=2", "domain.n_train_per_tier=6", "domain.n_test_per_tier=2", "domain.eval_limit=2",
     "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.vocab_size=320",
+    "model.copy_warmup.steps=2",
     "bootstrap_search.rollouts=3", "bootstrap_search.batch_size=4", "policy_search.rollouts=1",
     "policy_search.candidates=2", "policy_search.max_step_tokens=24", "policy_search.max_depth=6",
     "sft.steps=3", "sft.batch_size=4", "ppm.steps=2", "ppm.batch_size=4",

@@ -10,7 +10,8 @@ from rstar_jax.data.synthetic import generate_problems
 from rstar_jax.models import load_hf
 from rstar_jax.models.base import BaseModelSpec, build_base_model
 from rstar_jax.train.batching import pack_sft
-from rstar_jax.train.copy_warmup import CopyWarmupConfig, copy_items
+from rstar_jax.train.config import CopyWarmupConfig
+from rstar_jax.train.copy_warmup import copy_items
 
 
 def test_copy_items_repeat_ordinary_tokens_and_weight_only_the_copy():

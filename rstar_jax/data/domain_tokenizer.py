@@ -6,7 +6,7 @@ by digit. A space before a number joins its first digit (`` 57`` -> ``Ġ5 7``): 
 lone space token before every number made the token preceding a digit the same
 everywhere, and a copy (induction) head then needs two tokens of context to find
 which number comes next; the domain policy did not learn to copy numbers in its
-SFT budget with it. the step markers, ``<pad>`` and ``<eos>`` are single special tokens.
+SFT budget with it. The step markers, ``<pad>`` and ``<eos>`` are single special tokens.
 A prototype found this (vocab ~512) about 3x shorter than characters.
 """
 from __future__ import annotations

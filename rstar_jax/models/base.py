@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from rstar_jax.models.config import ModelConfig
-from rstar_jax.train.copy_warmup import CopyWarmupConfig
+from rstar_jax.train.config import CopyWarmupConfig
 
 
 @dataclasses.dataclass(frozen=True)

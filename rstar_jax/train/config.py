@@ -64,6 +64,29 @@ class SFTConfig(TrainConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class CopyWarmupConfig(TrainConfig):
+    """The copy warm-up of a from-scratch base model (``rstar_jax.train.copy_warmup``).
+    steps: 0 skips it. Each sequence is 2 x L tokens, L uniform in [min_len, max_len], ``items`` of
+    them; a constant ``lr`` after warm-up (a decaying one stalled the circuit's formation on a
+    600-step schedule)."""
+
+    lr: float = 1e-3
+    schedule: str = "constant"
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    batch_size: int = 16
+    seq_len: int = 128
+    min_len: int = 10
+    max_len: int = 64
+    items: int = 8192
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 1 <= self.min_len <= self.max_len or 2 * self.max_len > self.seq_len:
+            raise ValueError(f"need 1 <= min_len <= max_len and 2 * max_len <= seq_len, got {self}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RewardConfig(TrainConfig):
     """PPM / PQM / ORM. eval_fraction of the prefix groups (by problem) is held out for
     pairwise accuracy, evaluated every ``eval_every`` steps (0: only at the end).

@@ -7,8 +7,8 @@ from typing import Sequence
 from rstar_jax.data.extract import ExtractConfig, SFTExample, sft_examples
 from rstar_jax.models import ModelConfig
 from rstar_jax.search.records import TreeRecord
-from rstar_jax.train.batching import RowStream, check_vocab, encode_sft, pack_sft
-from rstar_jax.train.config import SFTConfig
+from rstar_jax.train.batching import EncodedSFT, RowStream, check_vocab, encode_sft, pack_sft
+from rstar_jax.train.config import SFTConfig, TrainConfig
 from rstar_jax.train.losses import sft_loss
 from rstar_jax.train.trainer import Trainer, data_seed, fingerprint, write_summary
 
@@ -20,6 +20,18 @@ def as_examples(data: Sequence[SFTExample | TreeRecord], extract_cfg: ExtractCon
     for d in data:
         out.extend(sft_examples(d, extract_cfg) if isinstance(d, TreeRecord) else [d])
     return out
+
+
+def fit_packed(items: Sequence[EncodedSFT], init: tuple[ModelConfig, dict], cfg: TrainConfig, ckpt_dir: str,
+               log_dir: str, meta: dict, desc: str, callback=None) -> tuple[dict, dict]:
+    """Train ``init`` with the LM loss on ``items`` packed into ``cfg.seq_len`` rows (loss on the
+    tokens after each item's ``n_prompt``); returns (float32 params on the mesh, run summary)."""
+    config, params = init
+    stream = RowStream(lambda order: pack_sft(items, order, cfg.seq_len), len(items), cfg.batch_size,
+                       data_seed(cfg.seed))
+    trainer = Trainer(sft_loss, config, cfg, stream, ckpt_dir, log_dir, meta)
+    params, summary = trainer.fit(params, callback=callback, desc=desc)
+    return params, {**summary, "rows_per_epoch": stream.rows_in_epoch(0)}
 
 
 def train_policy(data: Sequence[SFTExample | TreeRecord], init: tuple[ModelConfig, dict], tokenizer,
@@ -40,13 +52,10 @@ def train_policy(data: Sequence[SFTExample | TreeRecord], init: tuple[ModelConfi
         raise ValueError("no SFT examples (no problem has a correct, valid trajectory)")
     encoded = encode_sft(examples, tokenizer, cfg.append_eos)
     kept = [e for e in encoded if len(e.ids) <= cfg.seq_len]
-    stream = RowStream(lambda order: pack_sft(kept, order, cfg.seq_len), len(kept), cfg.batch_size,
-                       data_seed(cfg.seed))
     meta = {"kind": "sft", "examples": len(kept), "data": fingerprint(e.ids for e in kept)}
-    trainer = Trainer(sft_loss, config, cfg, stream, ckpt_dir or os.path.join(out_dir, "ckpt"), out_dir, meta)
-    params, summary = trainer.fit(params, callback=callback, desc="sft")
-    summary.update(examples=len(examples), dropped_too_long=len(encoded) - len(kept),
-                   rows_per_epoch=stream.rows_in_epoch(0))
+    params, summary = fit_packed(kept, (config, params), cfg, ckpt_dir or os.path.join(out_dir, "ckpt"), out_dir,
+                                 meta, "sft", callback)
+    summary.update(examples=len(examples), dropped_too_long=len(encoded) - len(kept))
     write_summary(out_dir, summary)
     return config, params
 

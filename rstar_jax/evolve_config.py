@@ -14,12 +14,13 @@ from rstar_jax.train.config import RewardConfig, SFTConfig
 class DomainConfig:
     """Problems: ``train_file``/``test_file`` (GSM8K/MATH jsonl) or, when unset, the synthetic domain.
 
+    n_train_per_tier: one count for every tier, or a list with one per tier.
     eval_tier / eval_limit pick the held-out problems evaluated each round
     (tier None = all; limit 0 = all)."""
 
     train_file: str | None = None
     test_file: str | None = None
-    n_train_per_tier: int = 200
+    n_train_per_tier: int | tuple[int, ...] = 200
     n_test_per_tier: int = 50
     tiers: tuple[int, ...] = (1, 2, 3)
     eval_tier: int | None = 3

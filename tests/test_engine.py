@@ -322,3 +322,19 @@ def test_ppm_scores_grouped_share_prefix(tiny):
         ids[i, :len(t)], mask[i, :len(t)] = t, 1
     np.testing.assert_allclose(got, jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask),
                                atol=1e-5)
+
+
+def test_prefix_lru_evicts_least_recent_by_bytes():
+    from rstar_jax.engine.prefix_lru import PrefixLRU
+
+    class Blob:
+        def __init__(self, n):
+            self.nbytes = n
+
+    lru = PrefixLRU(100)
+    lru.put("a", Blob(40)), lru.put("b", Blob(40))
+    assert lru.get("a").nbytes == 40  # "a" is now the most recent
+    lru.put("c", Blob(40))  # over budget: "b" goes
+    assert lru.get("b") is None and len(lru) == 2 and lru.nbytes == 80
+    lru.put("a", Blob(10))  # replacing updates the byte count
+    assert lru.nbytes == 50 and lru.pop("a").nbytes == 10 and lru.pop("a") is None and lru.nbytes == 40

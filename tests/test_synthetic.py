@@ -53,6 +53,15 @@ def test_splits_are_fixed_and_disjoint():
     assert test_again == test  # the held-out set does not depend on the train size
 
 
+def test_splits_with_a_count_per_tier():
+    train, _ = make_splits(seed=0, n_train_per_tier=(3, 5, 8), n_test_per_tier=4)
+    assert [sum(p.meta["tier"] == t for p in train) for t in (1, 2, 3)] == [3, 5, 8]
+    uniform, _ = make_splits(seed=0, n_train_per_tier=8, n_test_per_tier=4)
+    assert [p for p in train if p.meta["tier"] == 3] == [p for p in uniform if p.meta["tier"] == 3]
+    with pytest.raises(ValueError, match="3 tiers"):
+        make_splits(seed=0, n_train_per_tier=(3, 5), n_test_per_tier=4)
+
+
 def test_problem_survives_json(tmp_path):
     p = generate_problems(1, 3, seed=0)[0]
     assert reference_solution(type(p)(**json.loads(json.dumps(p.to_json())))) == reference_solution(p)

@@ -1,6 +1,7 @@
 """Training runs on a tiny model: SFT memorises, PPM separates, resume is exact, NaN stops,
 exports load in transformers and rstar_jax, the CLI runs."""
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -151,6 +152,18 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_allclose(a[k], b[k], atol=1e-6, err_msg=k)
     with pytest.raises(ValueError, match="other settings"):  # a checkpoint of other data is refused
         train_policy(SFT[:3], (config, params), tokenizer(), str(tmp_path / "a"), cfg)
+
+
+def test_runs_differing_only_in_seed_share_the_compiled_step(tmp_path):
+    """Self-evolution trains with a new seed each round: that must not compile the step again."""
+    from rstar_jax.train.trainer import _train_step
+
+    config, params = tiny()
+    cfg = sft_cfg(steps=2, batch_size=1)
+    train_policy(SFT, (config, params), tokenizer(), str(tmp_path / "a"), cfg)
+    compiled = _train_step._cache_size()
+    train_policy(SFT, (config, params), tokenizer(), str(tmp_path / "b"), dataclasses.replace(cfg, seed=cfg.seed + 7))
+    assert _train_step._cache_size() == compiled
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

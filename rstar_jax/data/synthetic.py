@@ -229,16 +229,22 @@ def generate_problems(n: int, tier: int, seed: int) -> list[Problem]:
     return _stream(tier, f"seed{seed}", n)
 
 
-def make_splits(seed: int, n_train_per_tier: int, n_test_per_tier: int,
+def make_splits(seed: int, n_train_per_tier: int | Sequence[int], n_test_per_tier: int,
                 tiers: Sequence[int] = (1, 2, 3)) -> tuple[list[Problem], list[Problem]]:
     """(train, test) over ``tiers``. Each tier's test set comes from its own stream, so it is
-    fixed by (seed, n_test_per_tier) whatever the train size; no test question is in train."""
+    fixed by (seed, n_test_per_tier) whatever the train size; no test question is in train.
+
+    n_train_per_tier: one count for every tier, or one per tier (hard tiers need more
+    problems: fewer of them are solved)."""
+    counts = [n_train_per_tier] * len(tiers) if isinstance(n_train_per_tier, int) else list(n_train_per_tier)
+    if len(counts) != len(tiers):
+        raise ValueError(f"got {len(counts)} training counts for {len(tiers)} tiers {tuple(tiers)}")
     train: list[Problem] = []
     test: list[Problem] = []
-    for tier in tiers:
+    for tier, n_train in zip(tiers, counts):
         held_out = _stream(tier, f"seed{seed}/test", n_test_per_tier)
         test += held_out
-        train += _stream(tier, f"seed{seed}/train", n_train_per_tier,
+        train += _stream(tier, f"seed{seed}/train", n_train,
                          exclude=frozenset(p.question for p in held_out))
     return train, test
 

@@ -7,11 +7,11 @@ prefilled instead of the whole path (DESIGN.md §5: the tree owns its cache).
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 from typing import Sequence
 
 from rstar_jax.engine.engine import Engine, Prefix
+from rstar_jax.engine.prefix_lru import PrefixLRU
 from rstar_jax.search.proposer import ProposalRequest, StepCandidate
 from rstar_jax.steps import STEP_STOPS, build_prompt
 
@@ -39,9 +39,8 @@ class PolicyProposer:
         self.engine, self.max_step_tokens, self.chunk = engine, max_step_tokens, chunk
         self.top_p, self.top_k = top_p, top_k
         self.cache_bytes = int(prefix_cache_mb * 2**20)
-        # (problem id, parent path) -> {candidate text: Prefix}, least recently used first
-        self._cache: collections.OrderedDict[tuple, dict[str, Prefix]] = collections.OrderedDict()
-        self._bytes = 0
+        # (problem id, parent path) -> {candidate text: Prefix}
+        self._cache = PrefixLRU(self.cache_bytes, size=lambda entry: sum(p.nbytes for p in entry.values()))
 
     def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float,
                 seed: int) -> list[list[StepCandidate]]:
@@ -55,7 +54,7 @@ class PolicyProposer:
         out = []
         for r, cs in zip(requests, comps):
             if self.cache_bytes > 0:
-                self._put((r.problem_id, r.steps), {c.text: c.prefix for c in cs})
+                self._cache.put((r.problem_id, r.steps), {c.text: c.prefix for c in cs})
             out.append([StepCandidate(c.text, len(c.token_ids), c.logprob,
                                       "stop" if c.finish_reason in STEP_STOPS else c.finish_reason) for c in cs])
         return out
@@ -65,20 +64,12 @@ class PolicyProposer:
         an ``<output>`` block since, so match the longest candidate text it starts with)."""
         if not r.steps:
             return None
-        entry = self._cache.get((r.problem_id, r.steps[:-1]))
+        key = (r.problem_id, r.steps[:-1])
+        entry = self._cache.pop(key)
         if not entry:
             return None
         texts = [t for t in entry if r.steps[-1].startswith(t)]
-        if not texts:
-            return None
-        prefix = entry.pop(max(texts, key=len))  # a node is expanded once
-        self._bytes -= prefix.nbytes
+        prefix = entry.pop(max(texts, key=len)) if texts else None  # a node is expanded once
+        if entry:
+            self._cache.put(key, entry)
         return prefix
-
-    def _put(self, key: tuple, entry: dict[str, Prefix]) -> None:
-        old = self._cache.pop(key, {})  # a re-expanded node's new candidates replace the old
-        self._bytes += sum(p.nbytes for p in entry.values()) - sum(p.nbytes for p in old.values())
-        self._cache[key] = entry
-        while self._bytes > self.cache_bytes and self._cache:
-            _, dropped = self._cache.popitem(last=False)
-            self._bytes -= sum(p.nbytes for p in dropped.values())

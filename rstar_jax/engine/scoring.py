@@ -63,7 +63,8 @@ def score_sequences(config: ModelConfig, params, seqs: Sequence[Sequence[int]], 
            for key, idx in members.items()}
     # (prefix, members, suffix) padded sizes of a batch of groups, and its padded tokens
     def shape(keys):
-        g, n = buckets.rows(len(keys)), buckets.rows(max(len(members[k]) for k in keys))
+        # members per group: powers of two, without the batch buckets' floor (K=4 siblings stay 4)
+        g, n = buckets.rows(len(keys)), 1 << (max(len(members[k]) for k in keys) - 1).bit_length()
         p = buckets.tokens(max(max(cut[k] for k in keys), 1), "scored prefix length")
         s = buckets.tokens(max(len(seqs[i]) - cut[k] for k in keys for i in members[k]), "scored text length")
         return g, p, n, s, g * p + g * n * s

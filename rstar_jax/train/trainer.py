@@ -92,8 +92,8 @@ class StepSpec:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _init(spec: StepSpec, params) -> TrainState:
-    state = init_state(params, spec.tx(), spec.cfg.seed)
+def _init(spec: StepSpec, params, seed) -> TrainState:
+    state = init_state(params, spec.tx(), seed)
     return jax.lax.with_sharding_constraint(state, spec.shardings(state))
 
 
@@ -131,7 +131,9 @@ class Trainer:
         if cfg.batch_size % shards:
             raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {shards} data-parallel shards")
         self.total_steps = total_steps(cfg, self.stream)
-        self.spec = StepSpec(self.loss_fn, self.model_config, cfg, self.total_steps, self.mesh)
+        # the seed only seeds the state: runs that differ in it alone share compiled steps
+        self.spec = StepSpec(self.loss_fn, self.model_config, dataclasses.replace(cfg, seed=0), self.total_steps,
+                             self.mesh)
         self.meta = {**self.meta, "total_steps": self.total_steps, "batch_size": cfg.batch_size,
                      "seq_len": cfg.seq_len, "seed": cfg.seed, "compute_dtype": cfg.compute_dtype}
 
@@ -140,7 +142,7 @@ class Trainer:
             callback: Callable[[int, dict], None] | None = None, desc: str = "train") -> tuple[Any, dict]:
         """Train to ``total_steps`` (resuming from the latest checkpoint); returns (params, summary)."""
         cfg = self.cfg
-        state = _init(self.spec, shard_params(params, self.mesh))
+        state = _init(self.spec, shard_params(params, self.mesh), cfg.seed)
         ckpt = Checkpointer(self.ckpt_dir, keep=cfg.keep_checkpoints)
         start = ckpt.latest_step()
         if start is not None:

@@ -261,3 +261,15 @@ def test_load_data_kinds(tmp_path):
     assert len(load_data([tmp_path / "data"], "pairs")) == 3 + 2
     with pytest.raises(ValueError, match="holds pairs data"):
         load_data([tmp_path / "data" / "pairs.jsonl"], "sft")
+    # extract.KEY=VALUE overrides of the training commands reach the extraction of tree records
+    from rstar_jax.config import ConfigError
+    from rstar_jax.train.cli import _config, _extract_config
+
+    args = argparse.Namespace(overrides=["lr=1e-4", "extract.final_pairs=false", "extract.sft_per_problem=1"],
+                              config=None, steps=None)
+    assert _config(SFTConfig, args).lr == 1e-4
+    ecfg = _extract_config(args)
+    assert (ecfg.final_pairs, ecfg.sft_per_problem) == (False, 1)
+    assert len(load_data([tmp_path / "data" / "trees"], "pairs", ecfg)) < 2
+    with pytest.raises(ConfigError):
+        _extract_config(argparse.Namespace(overrides=["extract.nonsense=1"]))

@@ -88,21 +88,25 @@ def _load(init_dir: str):
 
 
 def train_policy_folder(data: str | Sequence[str], init_dir: str, out_dir: str, ckpt_dir: str | None = None,
-                        cfg: SFTConfig = SFTConfig(), seed: int | None = None) -> dict:
-    """SFT the HF model in ``init_dir`` on ``data``; write ``out_dir/hf``; return the run summary."""
+                        cfg: SFTConfig = SFTConfig(), seed: int | None = None,
+                        extract_cfg: ExtractConfig = ExtractConfig()) -> dict:
+    """SFT the HF model in ``init_dir`` on ``data`` (extracted with ``extract_cfg`` where it is tree
+    records); write ``out_dir/hf``; return the run summary."""
     cfg = cfg if seed is None else dataclasses.replace(cfg, seed=seed)
     init, tokenizer = _load(init_dir)
-    examples = load_data([data] if isinstance(data, (str, os.PathLike)) else data, "sft")
+    examples = load_data([data] if isinstance(data, (str, os.PathLike)) else data, "sft", extract_cfg)
     config, params = train_policy(examples, init, tokenizer, out_dir, cfg, ckpt_dir)
     return {**_summary(out_dir), "hf": export_hf(config, params, init_dir, out_dir)}
 
 
 def train_reward_folder(data: str | Sequence[str], init_dir: str, out_dir: str, ckpt_dir: str | None = None,
-                        cfg: RewardConfig = RewardConfig(), seed: int | None = None, kind: str = "ppm") -> dict:
-    """Train a reward model from the policy (or reward model) in ``init_dir``; write ``out_dir/hf``."""
+                        cfg: RewardConfig = RewardConfig(), seed: int | None = None, kind: str = "ppm",
+                        extract_cfg: ExtractConfig = ExtractConfig()) -> dict:
+    """Train a reward model from the policy (or reward model) in ``init_dir`` (tree records are
+    extracted with ``extract_cfg``); write ``out_dir/hf``."""
     cfg = cfg if seed is None else dataclasses.replace(cfg, seed=seed)
     init, tokenizer = _load(init_dir)
-    groups = load_data([data] if isinstance(data, (str, os.PathLike)) else data, "pairs")
+    groups = load_data([data] if isinstance(data, (str, os.PathLike)) else data, "pairs", extract_cfg)
     config, params = train_reward_model(groups, init, tokenizer, out_dir, cfg, kind, ckpt_dir)
     return {**_summary(out_dir), "hf": export_hf(config, params, init_dir, out_dir)}
 

@@ -14,6 +14,8 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
 
 def _train_args(p: argparse.ArgumentParser, what: str) -> None:
     _common(p, what)
+    p.epilog = ("Overrides named extract.KEY=VALUE (e.g. extract.min_edit_distance=3) set how tree "
+                "records become training data (rstar_jax.data.extract.ExtractConfig).")
     p.add_argument("--init", required=True, metavar="DIR", help="HF folder (model + tokenizer) to start from")
     p.add_argument("--out", required=True, metavar="DIR", help="output: hf/, metrics, summary.json")
     p.add_argument("--ckpt", metavar="DIR", help="orbax checkpoints, resumed if present (default OUT/ckpt)")
@@ -26,8 +28,17 @@ def _train_args(p: argparse.ArgumentParser, what: str) -> None:
 def _config(cls, args):
     from rstar_jax.config import load_config
 
-    overrides = list(args.overrides) + ([f"steps={args.steps}"] if getattr(args, "steps", None) else [])
+    overrides = [o for o in args.overrides if not o.startswith("extract.")]
+    overrides += [f"steps={args.steps}"] if getattr(args, "steps", None) else []
     return load_config(cls, args.config, overrides)
+
+
+def _extract_config(args):
+    """The ``extract.KEY=VALUE`` overrides of a training command (trees given as input)."""
+    from rstar_jax.config import load_config
+    from rstar_jax.data.extract import ExtractConfig
+
+    return load_config(ExtractConfig, None, [o[len("extract."):] for o in args.overrides if o.startswith("extract.")])
 
 
 def _distributed(args) -> None:
@@ -41,7 +52,8 @@ def _run_policy(args) -> int:
     from rstar_jax.train.api import train_policy_folder
     from rstar_jax.train.config import SFTConfig
 
-    info = train_policy_folder(args.trees, args.init, args.out, args.ckpt, _config(SFTConfig, args))
+    info = train_policy_folder(args.trees, args.init, args.out, args.ckpt, _config(SFTConfig, args),
+                               extract_cfg=_extract_config(args))
     print(json.dumps(info, indent=2))
     return 0
 
@@ -52,7 +64,7 @@ def _run_reward(args) -> int:
     from rstar_jax.train.config import RewardConfig
 
     info = train_reward_folder(args.trees, args.init, args.out, args.ckpt, _config(RewardConfig, args),
-                               kind=args.kind)
+                               kind=args.kind, extract_cfg=_extract_config(args))
     print(json.dumps(info, indent=2))
     return 0
 

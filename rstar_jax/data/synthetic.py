@@ -11,6 +11,12 @@ function of ``x`` (no floor division, no modulo), no operand is 0 or 1, and valu
 stay in [10, 9999], so one wrong operand, operation or skipped clause changes the
 final value; ``coincidence_rate`` measures what is left. Tiers count operations:
 1 = 1-2, 2 = 3-4, 3 = 5-7.
+
+Clauses are labelled "(1) ... (2) ..." in the question and in the step comments. Without
+labels a 2-layer policy lost its place among clauses with the same ending ("... meters of
+rope."): copying the next clause by its last token matched the wrong occurrence, and it
+repeated or skipped clauses on the long tier. With them the next label is the previous one
+plus one, and one-token copying after "(4" is unambiguous.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from rstar_jax.steps import END_OF_CODE, END_OF_STEP, answer_step, output_block,
 TIER_OPS: dict[int, tuple[int, int]] = {1: (1, 2), 2: (3, 4), 3: (5, 7)}
 MIN_VALUE, MAX_VALUE = 10, 9999  # keeps chains away from small numbers and long digit strings
 MAX_DENOMINATOR = 12
+LABEL = re.compile(r"\(\d+\) ")  # a clause label, "(3) "
 INIT_CODE = "from fractions import Fraction\nx = Fraction({a})"
 FINAL_CODE = "print(x)"
 
@@ -143,7 +150,8 @@ def plan_of(problem: Problem) -> list[dict]:
 
 
 def question_numbers(problem: Problem) -> list[int]:
-    return [int(t) for t in re.findall(r"\d+", problem.question)]
+    """The numbers of the question's text, clause labels excepted."""
+    return [int(t) for t in re.findall(r"\d+", LABEL.sub("", problem.question))]
 
 
 def reference_solution(problem: Problem) -> list[str]:
@@ -198,6 +206,8 @@ def _sample_problem(rng: random.Random, tier: int) -> Problem | None:
         x = new
     questions = QUESTION_PHRASES + ((LEFT_QUESTION,) if plan[-1]["op"] in TAKING_OPS else ())
     plan.append({"op": "final", "args": [], "clause": rng.choice(questions).format(**words)})
+    for i, p in enumerate(plan, start=1):  # "(3) He buys ...": see the module docstring
+        p["clause"] = f"({i}) {p['clause']}"
     question = " ".join(p["clause"] for p in plan)
     answer = str(x)
     if answer in re.findall(r"\d+", question):  # copying a number from the question must not score

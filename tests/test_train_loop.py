@@ -263,13 +263,13 @@ def test_load_data_kinds(tmp_path):
         load_data([tmp_path / "data" / "pairs.jsonl"], "sft")
     # extract.KEY=VALUE overrides of the training commands reach the extraction of tree records
     from rstar_jax.config import ConfigError
-    from rstar_jax.train.cli import _config, _extract_config
+    from rstar_jax.train.cli import _train_configs
 
     args = argparse.Namespace(overrides=["lr=1e-4", "extract.final_pairs=false", "extract.sft_per_problem=1"],
                               config=None, steps=None)
-    assert _config(SFTConfig, args).lr == 1e-4
-    ecfg = _extract_config(args)
+    cfg, ecfg = _train_configs(SFTConfig, args)
+    assert cfg.lr == 1e-4
     assert (ecfg.final_pairs, ecfg.sft_per_problem) == (False, 1)
     assert len(load_data([tmp_path / "data" / "trees"], "pairs", ecfg)) < 2
     with pytest.raises(ConfigError):
-        _extract_config(argparse.Namespace(overrides=["extract.nonsense=1"]))
+        _train_configs(SFTConfig, argparse.Namespace(overrides=["extract.nonsense=1"], config=None, steps=None))

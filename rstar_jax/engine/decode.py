@@ -13,12 +13,10 @@ prompt + completion[:-1].
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from rstar_jax.engine.sampling import SamplingMode, row_keys, sample
@@ -26,19 +24,6 @@ from rstar_jax.models import KVCache, ModelConfig, branch_cache, forward_cached,
 
 # Python-side trace counts per function: a retrace means a new compilation.
 TRACES: collections.Counter = collections.Counter()
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Prefix:
-    """The KV of ``tokens``: k [L, Hkv, Dh, P], v [L, Hkv, P, Dh], the first len(tokens) slots real."""
-
-    tokens: tuple[int, ...]
-    k: jax.Array
-    v: jax.Array
-
-    @property
-    def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
 
 
 @struct.dataclass
@@ -82,7 +67,7 @@ def _emit(state: DecodeState, logits: jax.Array, mode: SamplingMode) -> DecodeSt
     return state.replace(tokens=tokens, logprobs=logprobs, num=num, done=done, step=state.step + 1)
 
 
-def prefixed_cache(config: ModelConfig, prefix_k, prefix_v, prefix_len, b: int, t: int) -> KVCache:
+def _prefix_cache(config: ModelConfig, prefix_k, prefix_v, prefix_len, b: int, t: int) -> KVCache:
     """A Bp-row cache of P prefix slots (first ``prefix_len`` real) + T empty slots.
 
     prefix_k [Bp, L, Hkv, Dh, P] and prefix_v [Bp, L, Hkv, P, Dh], or None (P = 0).
@@ -114,7 +99,7 @@ def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens,
     TRACES["prefill"] += 1
     b, t = tokens.shape
     r = max_new.shape[0]
-    cache = prefixed_cache(config, prefix_k, prefix_v, prefix_len, b, t)
+    cache = _prefix_cache(config, prefix_k, prefix_v, prefix_len, b, t)
     h, cache = forward_cached(config, params, tokens, cache, mask)
     logits = jnp.repeat(project(config, params, h[:, -1]), r // b, axis=0)  # left padding: last column real
     cache = branch_cache(config, cache, r, own_cap)
@@ -192,36 +177,3 @@ def extract_prefixes(cache: KVCache, rows, length: int) -> tuple[jax.Array, jax.
     v = jnp.stack([gather(sv, ov, 2) for sv, ov in zip(cache.shared.v, cache.v)], axis=1)
     short = length - order.shape[1]  # the cache may hold fewer slots than the bucket
     return jnp.pad(k, [(0, 0)] * 4 + [(0, short)]), jnp.pad(v, [(0, 0)] * 3 + [(0, short), (0, 0)])
-
-
-# --- host helpers around the jitted functions: Prefix lists in and out ---------------------
-def stack_prefixes(config: ModelConfig, prefixes, keeps, rows: int, buckets) -> tuple:
-    """k [rows, L, Hkv, Dh, P] / v [rows, L, Hkv, P, Dh] of the used Prefixes (row i uses the
-    first keeps[i] slots of prefixes[i]; rows past the list and unused ones are zeros), P a
-    length bucket; (None, None) if no row uses one."""
-    if not any(keeps):
-        return None, None
-    p = buckets.tokens(max(keeps), "prefix length")
-    c, dt = config, jnp.dtype(config.dtype)
-    zk = jnp.zeros((c.num_layers, c.num_kv_heads, c.head_dim, p), dt)
-    zv = jnp.zeros((c.num_layers, c.num_kv_heads, p, c.head_dim), dt)
-    ks, vs = [], []
-    for pf, keep in zip(prefixes, keeps):
-        if not keep:
-            ks.append(zk), vs.append(zv)
-            continue
-        have = pf.k.shape[-1]
-        ks.append(pf.k[..., :p] if have >= p else jnp.pad(pf.k, [(0, 0)] * 3 + [(0, p - have)]))
-        vs.append(pf.v[..., :p, :] if have >= p else jnp.pad(pf.v, [(0, 0)] * 2 + [(0, p - have), (0, 0)]))
-    ks += [zk] * (rows - len(ks))
-    vs += [zv] * (rows - len(vs))
-    return jnp.stack(ks), jnp.stack(vs)
-
-
-def prefixes_of(cache: KVCache, rows, seqs, buckets) -> list[Prefix]:
-    """A Prefix per row of ``cache`` whose real slots hold the KV of ``seqs[i]`` (row ``rows[i]``)."""
-    length = buckets.tokens(max(map(len, seqs)), "prefix length")
-    padded = np.zeros(buckets.rows(len(rows)), np.int32)  # a bucketed row count: no recompiles
-    padded[:len(rows)] = rows
-    k, v = extract_prefixes(cache, padded, length=length)
-    return [Prefix(tuple(s), take_row(k, i), take_row(v, i)) for i, s in enumerate(seqs)]

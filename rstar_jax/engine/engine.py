@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rstar_jax.engine import decode as dec
-from rstar_jax.engine.decode import Prefix
 from rstar_jax.engine.buckets import Buckets
 from rstar_jax.engine.codec import Codec
 from rstar_jax.engine.sampling import SamplingMode
@@ -28,6 +27,19 @@ from rstar_jax.models import ModelConfig
 from rstar_jax.sequences import common_prefix
 
 Prompt = str | Sequence[int]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Prefix:
+    """The KV of ``tokens``: k [L, Hkv, Dh, P], v [L, Hkv, P, Dh], the first len(tokens) slots real."""
+
+    tokens: tuple[int, ...]
+    k: jax.Array
+    v: jax.Array
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +188,7 @@ class Engine:
         budget = [min(max_new, self.max_len - len(p)) for p in ids]
         new_cap = self.buckets.tokens(max(budget), "max_new_tokens")
         tokens, mask = left_pad(suffixes, bp, t)
-        prefix_k, prefix_v = dec.stack_prefixes(self.config, [all_prefixes[i] for i, _ in entries], keeps, bp,
-                                                self.buckets)
+        prefix_k, prefix_v = self._stack_prefixes([all_prefixes[i] for i, _ in entries], keeps, bp)
 
         def per_row(values, dtype):  # [R], zero for batch-padding rows
             out = np.zeros(r, dtype)
@@ -216,10 +227,7 @@ class Engine:
         st.prefix_reused += sum(keeps)
         st.new_tokens += sum(len(f[0]) for f in finished)
         st.decode_calls += calls
-        # a row's KV holds prompt + completion[:-1] (less any overshoot past a stop string)
-        prefs = (dec.prefixes_of(state.cache, [row for _, row in rows],
-                                 [tuple(ids[e]) + tuple(f[0][:-1]) for (e, _), f in zip(rows, finished)],
-                                 self.buckets)
+        prefs = (self._extract(state.cache, [row for _, row in rows], [ids[e] for e, _ in rows], finished)
                  if return_prefix else [None] * len(rows))
         return {(entries[e][0], sample): Completion(text, tuple(tk), reason, lp, pf)
                 for (e, _), sample, (tk, text, reason, lp), pf in zip(rows, sample_of, finished, prefs)}
@@ -231,6 +239,26 @@ class Engine:
         if tokens <= 0:
             return new_cap
         return min(new_cap, max(16, 1 << (tokens - 1).bit_length()))
+
+    def _stack_prefixes(self, prefixes, keeps, bp):
+        """[Bp, L, Hkv, Dh, P] / [Bp, L, Hkv, P, Dh] from the used prefixes (None if none is used)."""
+        if not any(keeps):
+            return None, None
+        p = self.buckets.tokens(max(keeps), "prefix length")
+        c = self.config
+        zk = jnp.zeros((c.num_layers, c.num_kv_heads, c.head_dim, p), jnp.dtype(c.dtype))
+        zv = jnp.zeros((c.num_layers, c.num_kv_heads, p, c.head_dim), jnp.dtype(c.dtype))
+        ks, vs = [], []
+        for pf, keep in zip(prefixes, keeps):
+            if not keep:
+                ks.append(zk), vs.append(zv)
+                continue
+            have = pf.k.shape[-1]
+            ks.append(pf.k[..., :p] if have >= p else jnp.pad(pf.k, [(0, 0)] * 3 + [(0, p - have)]))
+            vs.append(pf.v[..., :p, :] if have >= p else jnp.pad(pf.v, [(0, 0)] * 2 + [(0, p - have), (0, 0)]))
+        ks += [zk] * (bp - len(ks))
+        vs += [zv] * (bp - len(vs))
+        return jnp.stack(ks), jnp.stack(vs)
 
     def _mark_stopped(self, state, done, stop) -> np.ndarray:
         """Also mark done the active rows whose text so far contains a stop string."""
@@ -253,6 +281,15 @@ class Engine:
             m, text, reason = cut_at_stop(body, stop, self._decode)
             toks = body[:m]
         return toks, text, reason, float(np.sum(lps[:len(toks)], dtype=np.float64))
+
+    def _extract(self, cache, rows, prompts, finished) -> list[Prefix]:
+        """The KV of prompt + completion[:-1] of each row (what its cache holds, less any overshoot)."""
+        seqs = [tuple(p) + tuple(tk[:-1]) for p, (tk, *_) in zip(prompts, finished)]
+        length = self.buckets.tokens(max(map(len, seqs)), "prefix length")
+        padded = np.zeros(self.buckets.rows(len(rows)), np.int32)  # a bucketed row count: no recompiles
+        padded[:len(rows)] = rows
+        k, v = dec.extract_prefixes(cache, padded, length=length)
+        return [Prefix(s, dec.take_row(k, i), dec.take_row(v, i)) for i, s in enumerate(seqs)]
 
     # --- scoring ----------------------------------------------------------------------
     def score(self, texts: Sequence[Prompt], max_tokens: int = 16384,

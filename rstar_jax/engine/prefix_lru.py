@@ -1,4 +1,4 @@
-"""A byte-bounded LRU of KV prefixes, the per-node caches of the search's proposer and scorer."""
+"""A byte-bounded LRU of KV prefixes: the policy proposer's per-node cache."""
 from __future__ import annotations
 
 import collections
@@ -18,13 +18,6 @@ class PrefixLRU:
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def get(self, key: Hashable):
-        """The value (now most recently used), or None."""
-        if key not in self._items:
-            return None
-        self._items.move_to_end(key)
-        return self._items[key]
 
     def pop(self, key: Hashable):
         """Remove and return the value, or None."""

@@ -25,20 +25,23 @@ def _train_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--process-id", type=int, default=0)
 
 
-def _config(cls, args):
+def _config(cls, args, overrides=None):
     from rstar_jax.config import load_config
 
-    overrides = [o for o in args.overrides if not o.startswith("extract.")]
+    overrides = list(args.overrides if overrides is None else overrides)
     overrides += [f"steps={args.steps}"] if getattr(args, "steps", None) else []
     return load_config(cls, args.config, overrides)
 
 
-def _extract_config(args):
-    """The ``extract.KEY=VALUE`` overrides of a training command (trees given as input)."""
+def _train_configs(cls, args):
+    """(training config, ExtractConfig) of a training command: its ``extract.KEY=VALUE`` overrides
+    set how tree records given as --trees are extracted, the rest the training config."""
     from rstar_jax.config import load_config
     from rstar_jax.data.extract import ExtractConfig
 
-    return load_config(ExtractConfig, None, [o[len("extract."):] for o in args.overrides if o.startswith("extract.")])
+    extract = [o for o in args.overrides if o.startswith("extract.")]
+    return (_config(cls, args, [o for o in args.overrides if o not in extract]),
+            load_config(ExtractConfig, None, [o[len("extract."):] for o in extract]))
 
 
 def _distributed(args) -> None:
@@ -52,8 +55,8 @@ def _run_policy(args) -> int:
     from rstar_jax.train.api import train_policy_folder
     from rstar_jax.train.config import SFTConfig
 
-    info = train_policy_folder(args.trees, args.init, args.out, args.ckpt, _config(SFTConfig, args),
-                               extract_cfg=_extract_config(args))
+    cfg, extract_cfg = _train_configs(SFTConfig, args)
+    info = train_policy_folder(args.trees, args.init, args.out, args.ckpt, cfg, extract_cfg=extract_cfg)
     print(json.dumps(info, indent=2))
     return 0
 
@@ -63,8 +66,9 @@ def _run_reward(args) -> int:
     from rstar_jax.train.api import train_reward_folder
     from rstar_jax.train.config import RewardConfig
 
-    info = train_reward_folder(args.trees, args.init, args.out, args.ckpt, _config(RewardConfig, args),
-                               kind=args.kind, extract_cfg=_extract_config(args))
+    cfg, extract_cfg = _train_configs(RewardConfig, args)
+    info = train_reward_folder(args.trees, args.init, args.out, args.ckpt, cfg, kind=args.kind,
+                               extract_cfg=extract_cfg)
     print(json.dumps(info, indent=2))
     return 0
 

@@ -149,6 +149,12 @@ def test_baselines_run_and_account_tokens(problems, sandbox):
     beams, st2 = run_beam(problems, proposer, sandbox, cfg, 2, ReferenceScorer(problems), progress=False)
     assert st2.tokens > 0
     assert np.mean([answers.is_solved(r, "best") for r in beams]) >= 0.5
+    # Best-of-N's ORM scores the answer steps only; beam search needs every valid step scored.
+    scored, _ = run_chains(problems, proposer, sandbox, cfg, 4, ReferenceScorer(problems), progress=False)
+    nodes = [n for r in scored for n in r.nodes[1:]]
+    assert any(n.valid and n.answer is None for n in nodes)
+    assert all((n.prior is not None) == (n.valid and n.answer is not None) for n in nodes)
+    assert all((n.prior is not None) == n.valid for r in beams for n in r.nodes[1:])
 
 
 @pytest.fixture(scope="module")

@@ -67,8 +67,9 @@ class _Forest:
         return out
 
 
-def _step(problems, forest, frontier, proposer, sandbox, cfg, k, seed, scorer, stats, gold):
-    """Expand every (problem, node, sample_id) in the frontier with k candidates each."""
+def _step(problems, forest, frontier, proposer, sandbox, cfg, k, seed, scorer, stats, gold, answers_only=False):
+    """Expand every (problem, node, sample_id) in the frontier with k candidates each;
+    ``scorer`` scores the new children (only those with an answer if ``answers_only``)."""
     requests = [ProposalRequest(problems[b].id, problems[b].question,
                                 tuple(n.text for n in forest.path(b, node)), (b, node), sid)
                 for b, node, sid in frontier]
@@ -82,7 +83,8 @@ def _step(problems, forest, frontier, proposer, sandbox, cfg, k, seed, scorer, s
     kids = expand(paths, cands, golds, TimedSandbox(sandbox, stats), ExpandSettings(cfg.error_threshold))
     if scorer is not None:
         t0 = time.perf_counter()
-        score_children(scorer, cfg.squash, [problems[b].question for b, _, _ in frontier], paths, kids)
+        score_children(scorer, cfg.squash, [problems[b].question for b, _, _ in frontier], paths, kids,
+                       answers_only)
         stats.score_seconds += time.perf_counter() - t0
     stats.nodes_expanded += len(frontier)
     out = []
@@ -104,7 +106,8 @@ def run_chains(problems: Sequence[Problem], proposer: Proposer, sandbox, cfg: Se
     for _ in tqdm(range(cfg.max_depth), desc="chains", disable=not progress, leave=False):
         if not frontier:
             break
-        expanded = _step(problems, forest, frontier, proposer, sandbox, cfg, 1, cfg.seed, scorer, stats, gold)
+        expanded = _step(problems, forest, frontier, proposer, sandbox, cfg, 1, cfg.seed, scorer, stats, gold,
+                         answers_only=True)
         frontier = [(b, i, sid) for kids in expanded for b, i, sid, kid in kids if not kid.terminal]
         stats.iterations += 1
     stats.seconds = time.perf_counter() - start

@@ -81,13 +81,15 @@ def answer_value(node: NodeInfo, reward: str) -> float:
 
 
 def score_children(scorer: Scorer, squash: str, questions: Sequence[str],
-                   paths: Sequence[Sequence[NodeInfo]], children: Sequence[Sequence[NodeInfo]]) -> None:
-    """Set ``score`` of every valid new child with one batched reward-model call."""
+                   paths: Sequence[Sequence[NodeInfo]], children: Sequence[Sequence[NodeInfo]],
+                   answers_only: bool = False) -> None:
+    """Set ``score`` of every valid new child with one batched reward-model call;
+    ``answers_only``: only children with an answer (an outcome reward model's use)."""
     qs, texts, targets = [], [], []
     for q, path, kids in zip(questions, paths, children):
         prefix = [n.text for n in path]
         for kid in kids:
-            if kid.valid:
+            if kid.valid and (kid.answer is not None or not answers_only):
                 qs.append(q)
                 texts.append(prefix + [kid.text])
                 targets.append(kid)

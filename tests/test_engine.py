@@ -338,3 +338,27 @@ def test_prefix_lru_evicts_least_recent_by_bytes():
     assert lru.pop("b") is None and len(lru) == 2 and lru.nbytes == 80
     lru.put("a", Blob(10))  # replacing updates the byte count
     assert lru.nbytes == 50 and lru.pop("a").nbytes == 10 and lru.pop("a") is None and lru.nbytes == 40
+
+
+def test_length_buckets_stop_at_max_len(tiny):
+    """With max_len 40 (between buckets 32 and 64) no padded length passes 40, and greedy
+    completions, their KV prefixes and PPM scores still match one full forward."""
+    config, params, _, _ = tiny
+    engine = Engine(config, params, max_len=40)
+    prompts = prompts_of([33, 20], config.vocab_size, seed=9)
+    out = engine.generate(prompts, n=1, max_new_tokens=4, temperature=0.0, return_prefix=True)
+    for p, (c,) in zip(prompts, out):
+        assert len(p) + len(c.token_ids) <= 40 and c.prefix.k.shape[-1] <= 40
+        assert c.logprob == pytest.approx(full_logprob(config, params, p, c.token_ids), abs=1e-3)
+    longer = [p + list(c.token_ids) for p, (c,) in zip(prompts, out)]
+    cont = engine.generate(longer, max_new_tokens=NEW, temperature=0.0, prefixes=[c.prefix for (c,) in out])
+    assert engine.stats.prefix_reused == sum(len(q) - 1 for q in longer)
+    for q, (c,) in zip(longer, cont):
+        assert c.logprob == pytest.approx(full_logprob(config, params, q, c.token_ids), abs=1e-3)
+    pconfig, pparams = models.init_value_head(config, params, jax.random.key(2))
+    texts = longer + prompts
+    ids, mask = np.zeros((len(texts), 64), np.int32), np.zeros((len(texts), 64), np.int32)
+    for i, t in enumerate(texts):
+        ids[i, :len(t)], mask[i, :len(t)] = t, 1
+    np.testing.assert_allclose(Engine(pconfig, pparams, max_len=40).score(texts, groups=[0, 1, 0, 1]),
+                               jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask), atol=1e-5)

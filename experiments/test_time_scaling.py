@@ -3,7 +3,9 @@ ORM (the PPM's score of the full solution) and self-consistency, also plotted ag
 tokens so the methods are compared at matched budget (rStar-Math Fig. 5 in spirit).
 
 MCTS with n rollouts yields about n trajectories; the chains are sampled once at the largest n
-and the first n chains of each problem give the n-chain result (nested subsets).
+and the first n chains of each problem give the n-chain result (nested subsets). Sampling and
+search settings are the run's test-time ones (``eval.mcts`` and ``eval.chain_temperature`` of its
+config; ``--set`` overrides).
 
     python experiments/test_time_scaling.py --run runs/demo --out runs/ablations/scaling
 """
@@ -14,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_io_args, resolve_inputs, write_outputs  # noqa: E402
+from common import add_config_args, add_io_args, resolve_inputs, run_config, write_outputs  # noqa: E402
 
 
 def first_chains(record, n: int):
@@ -33,8 +35,8 @@ def first_chains(record, n: int):
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_io_args(p)
+    add_config_args(p)
     p.add_argument("--budgets", default="1,2,4,8,16,32,64", help="numbers of trajectories")
-    p.add_argument("--candidates", type=int, default=4, help="K candidate steps per MCTS expansion")
     args = p.parse_args(argv)
     if args.quick:
         args.budgets, args.limit = "1,2", args.limit or 3
@@ -42,19 +44,19 @@ def main(argv=None) -> dict:
     from rstar_jax.evaluate import accuracy
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.baselines import run_chains
-    from rstar_jax.search.config import SearchConfig
     from rstar_jax.search.loading import load_proposer, load_scorer
     from rstar_jax.search.mcts import run_mcts
 
     policy, ppm, problems = resolve_inputs(args)
     budgets = [int(b) for b in args.budgets.split(",")]
-    cfg = SearchConfig(candidates=args.candidates, temperature=1.0, mode="ppm", reward="ppm", error_threshold=1,
-                       max_step_tokens=96, seed=args.seed)
+    ev = run_config(args).eval
+    cfg = ev.mcts.replace(mode="ppm", reward="ppm", seed=args.seed)
     proposer, scorer = load_proposer(policy, problems, cfg), load_scorer(ppm)
     n = len(problems)
     rows, result = [], {"budgets": budgets, "problems": n, "mcts": [], "bon": [], "sc": []}
     with Sandbox() as sandbox:
-        chains, _ = run_chains(problems, proposer, sandbox, cfg, max(budgets), scorer, gold=False, progress=False)
+        chains, _ = run_chains(problems, proposer, sandbox, cfg.replace(temperature=ev.chain_temperature),
+                               max(budgets), scorer, gold=False, progress=False)
         for b in budgets:
             recs, st = run_mcts(problems, proposer, sandbox, cfg.replace(rollouts=b), scorer, progress=False)
             sub = [first_chains(r, b) for r in chains]

@@ -196,6 +196,8 @@ def test_bad_inputs(tmp_path):
         train_reward_model(ppm_groups(4), (config, params), tokenizer(), str(tmp_path), RewardConfig(), kind="orm")
     with pytest.raises(ValueError, match="no training examples left"):
         train_policy(SFT, (config, params), tokenizer(), str(tmp_path), sft_cfg(seq_len=8))
+    with pytest.raises(ValueError, match="no prefix group fits seq_len=4: the shortest .* has [0-9]+ tokens"):
+        train_reward_model(ppm_groups(4), (config, params), tokenizer(), str(tmp_path), RewardConfig(seq_len=4))
 
 
 def _base_folder(path):

@@ -57,7 +57,9 @@ def train_reward_model(groups: Sequence[PairGroup], init: tuple[ModelConfig, dic
     encoded = encode_groups(train, tokenizer)
     items = fits(encoded)
     if not items:
-        raise ValueError(f"no prefix group fits seq_len={cfg.seq_len}")
+        shortest = min(g.length for g in encoded) if encoded else 0
+        raise ValueError(f"no prefix group fits seq_len={cfg.seq_len}: the shortest of the {len(encoded)} "
+                         f"training groups has {shortest} tokens (raise seq_len to at least that)")
     caps = group_caps(items, cfg.seq_len)
     stream = RowStream(lambda order: pack_groups(items, order, cfg.seq_len, caps), len(items), cfg.batch_size,
                        data_seed(cfg.seed))

@@ -9,8 +9,9 @@ rStar-Math reward-model ablation (MATH / AIME 2024): ORM 82.6 / 26.7 (best-of-N)
 regression 88.2 / 46.7, PPM 89.4 / 50.0. Here all three guide the same MCTS, so only the reward
 model differs.
 
-With --run: round R's trees (R = --round, default the last), round R's policy, the run's
-held-out problems and its ppm / extract / eval.mcts settings (changed with --set).
+With --run: the trees of rounds 1..R (R = --round, default the last: what round R's PPM was
+trained on), round R's policy, the run's held-out problems and its ppm / extract / eval.mcts
+settings (changed with --set).
 
     python experiments/reward_models.py --run runs/demo --out runs/ablations/reward_models
     python experiments/reward_models.py --policy POLICY_HF --trees TREES.jsonl --data test.jsonl \\
@@ -69,8 +70,9 @@ def main(argv=None) -> dict:
     add_io_args(p, models=("policy",))
     add_config_args(p)
     p.add_argument("--trees", nargs="*", help="tree record files/folders the reward models are trained on "
-                                              "(default: the run's round R search)")
-    p.add_argument("--round", type=int, help="with --run: whose trees and policy (default: the last round)")
+                                              "(default: the run's searches of rounds 1..R)")
+    p.add_argument("--round", type=int, help="with --run: trees up to this round, and its policy "
+                                             "(default: the last round)")
     p.add_argument("--heldout-fraction", type=float, default=0.2,
                    help="share of the tree problems with pairs whose pairs are held out for pairwise accuracy")
     p.add_argument("--kinds", default="ppm,pqm,orm", help="reward models to compare")
@@ -89,7 +91,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--kinds must be a subset of {','.join(KINDS)}, got {args.kinds!r}")
     r = args.round or (last_round(args.run) if args.run else None)
     policy = args.policy or (args.run and os.path.join(args.run, f"round{r}", "policy", "hf"))
-    trees = args.trees or (args.run and [os.path.join(args.run, f"round{r}", "search")])
+    trees = args.trees or (args.run and [os.path.join(args.run, f"round{k}", "search") for k in range(1, r + 1)])
     if not (policy and trees):
         raise SystemExit("give --run, or --policy, --trees and --data")
     cfg = run_config(args, QUICK)

@@ -46,6 +46,11 @@ class Buckets:
         """Powers of two only, from ``min_rows`` rows and ``min_length`` tokens."""
         return cls(ladder(min_rows, 1024, midpoints=False), ladder(min_length, 32768, midpoints=False))
 
+    def up_to(self, n: int) -> "Buckets":
+        """These buckets with no length past ``n`` (``n`` the last): where no sequence is longer,
+        a larger bucket (1024 for a 768-token model) would only add padding."""
+        return dataclasses.replace(self, length=tuple(s for s in self.length if s < n) + (n,))
+
     def rows(self, n: int) -> int:
         return pick(n, self.batch, "batch size")
 

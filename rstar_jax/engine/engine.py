@@ -79,12 +79,13 @@ class Engine:
 
     def __init__(self, config: ModelConfig, params, tokenizer=None, *, buckets: Buckets = Buckets(),
                  chunk: int = 16, max_rows: int = 512, max_len: int | None = None, share_prefill: bool = True):
-        self.config, self.params, self.buckets = config, params, buckets
+        self.config, self.params = config, params
         # the jitted functions take the config as a static argument: token ids play no part there
         self._jit_config = config.replace(bos_token_id=None, eos_token_id=None, pad_token_id=None)
         self.codec = Codec(tokenizer) if tokenizer is not None else None
         self.chunk, self.max_rows, self.share_prefill = chunk, max_rows, share_prefill
         self.max_len = max_len or config.max_position_embeddings
+        self.buckets = buckets.up_to(self.max_len)
         self.eos_ids = ({config.eos_token_id} if config.eos_token_id is not None else set()) | \
             (self.codec.eos_ids() if self.codec else set())
         self.stats = GenerateStats()
@@ -184,9 +185,9 @@ class Engine:
         r = bp * m
         rows = [(e, e * m + j) for e, (_, samples) in enumerate(entries) for j in range(len(samples))]
         suffixes = [p[k:] for p, k in zip(ids, keeps)]
-        t = self._length(max(map(len, suffixes)), "prompt length")
+        t = self.buckets.tokens(max(map(len, suffixes)), "prompt length")
         budget = [min(max_new, self.max_len - len(p)) for p in ids]
-        new_cap = self._length(max(budget), "max_new_tokens")
+        new_cap = self.buckets.tokens(max(budget), "max_new_tokens")
         tokens, mask = left_pad(suffixes, bp, t)
         prefix_k, prefix_v = self._stack_prefixes([all_prefixes[i] for i, _ in entries], keeps, bp)
 
@@ -232,11 +233,6 @@ class Engine:
         return {(entries[e][0], sample): Completion(text, tuple(tk), reason, lp, pf)
                 for (e, _), sample, (tk, text, reason, lp), pf in zip(rows, sample_of, finished, prefs)}
 
-    def _length(self, n: int, what: str) -> int:
-        """The length bucket of ``n`` tokens, at most ``max_len``: no sequence is longer, so a
-        bucket past it (1024 for max_len 768) would only add padded attention."""
-        return min(self.buckets.tokens(n, what), self.max_len)
-
     @staticmethod
     def _own_slots(tokens: int, new_cap: int) -> int:
         """Own KV slots for ``tokens`` fed tokens: powers of two from 16 (few programs), at most
@@ -249,7 +245,7 @@ class Engine:
         """[Bp, L, Hkv, Dh, P] / [Bp, L, Hkv, P, Dh] from the used prefixes (None if none is used)."""
         if not any(keeps):
             return None, None
-        p = self._length(max(keeps), "prefix length")
+        p = self.buckets.tokens(max(keeps), "prefix length")
         c = self.config
         zk = jnp.zeros((c.num_layers, c.num_kv_heads, c.head_dim, p), jnp.dtype(c.dtype))
         zv = jnp.zeros((c.num_layers, c.num_kv_heads, p, c.head_dim), jnp.dtype(c.dtype))
@@ -290,7 +286,7 @@ class Engine:
     def _extract(self, cache, rows, prompts, finished) -> list[Prefix]:
         """The KV of prompt + completion[:-1] of each row (what its cache holds, less any overshoot)."""
         seqs = [tuple(p) + tuple(tk[:-1]) for p, (tk, *_) in zip(prompts, finished)]
-        length = self._length(max(map(len, seqs)), "prefix length")
+        length = self.buckets.tokens(max(map(len, seqs)), "prefix length")
         padded = np.zeros(self.buckets.rows(len(rows)), np.int32)  # a bucketed row count: no recompiles
         padded[:len(rows)] = rows
         k, v = dec.extract_prefixes(cache, padded, length=length)
@@ -310,5 +306,4 @@ class Engine:
         for i, s in enumerate(seqs):
             if len(s) > self.max_len:
                 raise ValueError(f"text {i} has {len(s)} tokens; the maximum is {self.max_len}")
-        return score_sequences(self._jit_config, self.params, seqs, self.buckets, max_tokens, groups,
-                               self.max_len)
+        return score_sequences(self._jit_config, self.params, seqs, self.buckets, max_tokens, groups)

@@ -44,13 +44,11 @@ def left_pad(seqs: Sequence[Sequence[int]], rows: int, length: int, pad_id: int 
 
 
 def score_sequences(config: ModelConfig, params, seqs: Sequence[Sequence[int]], buckets: Buckets,
-                    max_tokens: int = 16384, groups: Sequence[Hashable] | None = None,
-                    max_len: int | None = None) -> np.ndarray:
+                    max_tokens: int = 16384, groups: Sequence[Hashable] | None = None) -> np.ndarray:
     """Raw PPM scores [N] float32 for token sequences (each non-empty).
 
     groups: a key per sequence; sequences with equal keys share the computation of their
             common token prefix (None: every sequence on its own).
-    max_len: no sequence is longer, so no length bucket needs to be (None: no cap).
     """
     if "value_head" not in params:
         raise ValueError("these params have no value head: score() needs a PPM checkpoint")
@@ -63,14 +61,12 @@ def score_sequences(config: ModelConfig, params, seqs: Sequence[Sequence[int]], 
     # each member keeps at least one token of its own (its score is read at its last token)
     cut = {key: min(common_prefix([seqs[i] for i in idx]), min(len(seqs[i]) for i in idx) - 1)
            for key, idx in members.items()}
-    cap = max_len or buckets.length[-1]
     # (prefix, members, suffix) padded sizes of a batch of groups, and its padded tokens
     def shape(keys):
         # members per group: powers of two, without the batch buckets' floor (K=4 siblings stay 4)
         g, n = buckets.rows(len(keys)), 1 << (max(len(members[k]) for k in keys) - 1).bit_length()
-        p = min(buckets.tokens(max(max(cut[k] for k in keys), 1), "scored prefix length"), cap)
-        s = min(buckets.tokens(max(len(seqs[i]) - cut[k] for k in keys for i in members[k]), "scored text length"),
-                cap)
+        p = buckets.tokens(max(max(cut[k] for k in keys), 1), "scored prefix length")
+        s = buckets.tokens(max(len(seqs[i]) - cut[k] for k in keys for i in members[k]), "scored text length")
         return g, p, n, s, g * p + g * n * s
 
     order = sorted(members, key=lambda k: (cut[k], max(len(seqs[i]) for i in members[k])))

@@ -34,6 +34,11 @@ def test_policy_proposer(tiny):  # noqa: F811
     chains = [ProposalRequest("p2", r2.question, (), node=(1, 0), sample_id=i) for i in range(4)]
     drawn = texts(other.propose(chains, 1, temperature=1.0, seed=0))
     assert len({d[0] for d in drawn}) > 1
+    # ...and each chain's next step reuses its own KV, though all started at the same root
+    nxt = [ProposalRequest("p2", r2.question, (d[0],), node=(1, i + 1), sample_id=i) for i, d in enumerate(drawn)]
+    other.propose(nxt, 1, temperature=1.0, seed=0)
+    root_tokens = len(other.engine.encode(build_prompt(r2.question)))
+    assert other.engine.stats.prefix_reused >= len(chains) * root_tokens
 
     # expanding a child reuses its KV from the parent's expansion (its step may carry an output block)
     step = out[0][0].text

@@ -39,7 +39,8 @@ class PolicyProposer:
         self.engine, self.max_step_tokens, self.chunk = engine, max_step_tokens, chunk
         self.top_p, self.top_k = top_p, top_k
         self.cache_bytes = int(prefix_cache_mb * 2**20)
-        # (problem id, parent path) -> {candidate text: Prefix}
+        # (problem id, sample id, parent path) -> {candidate text: Prefix}; the sample id keeps the
+        # chains of one problem (all at the same root) from overwriting each other's entries
         self._cache = PrefixLRU(self.cache_bytes, size=lambda entry: sum(p.nbytes for p in entry.values()))
 
     def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float,
@@ -54,7 +55,7 @@ class PolicyProposer:
         out = []
         for r, cs in zip(requests, comps):
             if self.cache_bytes > 0:
-                self._cache.put((r.problem_id, r.steps), {c.text: c.prefix for c in cs})
+                self._cache.put((r.problem_id, r.sample_id, r.steps), {c.text: c.prefix for c in cs})
             out.append([StepCandidate(c.text, len(c.token_ids), c.logprob,
                                       "stop" if c.finish_reason in STEP_STOPS else c.finish_reason) for c in cs])
         return out
@@ -64,7 +65,7 @@ class PolicyProposer:
         an ``<output>`` block since, so match the longest candidate text it starts with)."""
         if not r.steps:
             return None
-        key = (r.problem_id, r.steps[:-1])
+        key = (r.problem_id, r.sample_id, r.steps[:-1])
         entry = self._cache.pop(key)
         if not entry:
             return None

@@ -17,12 +17,11 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from rstar_jax.bench.model import matmul_peak, timed
 from rstar_jax.engine import Engine
 
 # ours: decode in calls of --chunk tokens, one while_loop, one token per call; and without shared prefill
@@ -55,22 +54,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     _arguments(p)
     p.set_defaults(func=run)
     return p
-
-
-def _timed(fn) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of ``fn()``."""
-    w, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w, time.process_time() - c
-
-
-def matmul_peak(size: int, repeats: int = 10) -> tuple[float, float]:
-    """Median fp32 GFLOP/s of a jitted square ``jnp.dot``: per wall second, per CPU second."""
-    a = jnp.asarray(np.random.RandomState(0).randn(size, size), jnp.float32)
-    f = jax.jit(jnp.dot)
-    f(a, a).block_until_ready()
-    wall, cpu = zip(*(_timed(lambda: f(a, a).block_until_ready()) for _ in range(repeats)))
-    return 2 * size ** 3 / statistics.median(wall) / 1e9, 2 * size ** 3 / statistics.median(cpu) / 1e9
 
 
 def _model(args, folder: str):
@@ -125,14 +108,14 @@ def run(args) -> int:
     if model is not None:
         import torch
         torch.set_num_threads(cores)
-    peaks = [matmul_peak(args.peak_size)]
+    peaks = [matmul_peak(args.peak_size, repeats=10)]
     engines = {m: Engine(config, params, **{"chunk": args.chunk, **MODES[m]}) for m in modes}
     gen = dict(n=args.n, max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
     runs = {m: functools.partial(eng.generate, prompts, **gen) for m, eng in engines.items()}
     first = {}
     for m, fn in runs.items():  # first call: compile (nothing reused from other modes) + run
         jax.clear_caches()
-        first[m] = _timed(fn)[0]
+        first[m] = timed(fn)[0]
         assert engines[m].stats.new_tokens == new_total, (m, engines[m].stats)
     for fn in runs.values():  # compile again what clearing dropped
         fn()
@@ -142,10 +125,10 @@ def run(args) -> int:
     times: dict[str, list[tuple[float, float]]] = {m: [] for m in runs}
     for _ in range(args.repeats):  # interleaved, so load changes hit every column alike
         for m, fn in runs.items():
-            times[m].append(_timed(fn))
-    peaks.append(matmul_peak(args.peak_size))
-    peak_wall = statistics.median(p[0] for p in peaks)
-    peak_cpu = statistics.median(p[1] for p in peaks)
+            times[m].append(timed(fn))
+    peaks.append(matmul_peak(args.peak_size, repeats=10))
+    peak_wall = statistics.median(p["wall"] for p in peaks)
+    peak_cpu = statistics.median(p["cpu"] for p in peaks)
     flops = 2 * config.matmul_params() * new_total
     rows = []
     for name, ts in times.items():

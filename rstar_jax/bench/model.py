@@ -40,6 +40,13 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     return {k: 2 * n ** 3 / v / 1e9 for k, v in t.items()}
 
 
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``fn()``."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int, rounds: int = 2
                 ) -> dict[str, dict[str, float]]:
     """Median wall and process-CPU seconds per call of each function.
@@ -54,10 +61,7 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int, rounds: int = 
     for _ in range(rounds):
         for k, f in fns.items():
             f()
-            for _ in range(repeats):
-                t, c = time.perf_counter(), time.process_time()
-                f()
-                times[k].append((time.perf_counter() - t, time.process_time() - c))
+            times[k].extend(timed(f) for _ in range(repeats))
     return {k: {"wall": float(np.median([w for w, _ in v])), "cpu": float(np.median([c for _, c in v]))}
             for k, v in times.items()}
 

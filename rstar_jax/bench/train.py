@@ -68,7 +68,7 @@ def _ours(kind: str, items, config, params, batch: int, seq: int):
         raise ValueError(f"only {len(rows['tokens'])} packed rows; use more problems")
     mesh = make_mesh()
     spec = StepSpec(loss, config, cfg, 1000, mesh)
-    state = {"s": _init(spec, shard_params(params, mesh))}
+    state = {"s": _init(spec, shard_params(params, mesh), cfg.seed)}
     data = _put({k: v[:batch] for k, v in rows.items()}, mesh)
 
     def step():

@@ -37,3 +37,4 @@ def test_bench_search_smoke(tmp_path):
     for row in (ours, naive):  # compile time is part of the timed run, and excluding it only speeds up
         assert 0 <= row["compile_seconds"] < row["seconds"]
         assert row["nodes_per_s_excl_compile"] >= row["nodes_per_s"]
+        assert 0 < row["decode_utilization"] <= 1

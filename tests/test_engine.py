@@ -96,6 +96,9 @@ def test_greedy_matches_transformers_and_never_recompiles(tiny):
             assert c.finish_reason == "length"
             assert c.logprob == pytest.approx(full_logprob(config, params, p, c.token_ids), abs=1e-3)
     assert engine.stats.decode_calls == NEW - 1  # chunk=1: every token after the first is one call
+    # no row stops early: every padded row decodes all NEW steps, and all of them are tokens
+    assert engine.stats.decode_slots == engine.buckets.rows(len(prompts)) * NEW
+    assert engine.stats.new_tokens == len(prompts) * NEW
     counts = dict(TRACES)
     # same buckets: other prompts of lengths <= 12, fewer new tokens, other chunking -> no compile
     engine.generate(prompts_of([12, 9, 10, 5], config.vocab_size, seed=1), max_new_tokens=9, temperature=0.0)

@@ -191,6 +191,7 @@ def test_engine_backed_search_and_baselines(problems, sandbox, tiny_engine_pair)
         assert st.tokens == sum(n.num_tokens for r in recs for n in r.nodes) > 0
         # K samples share one prefill: each expansion saves (K - 1) copies of its prompt.
         assert st.prefill_tokens > 0 and st.prefill_saved >= (cfg.candidates - 1) * st.nodes_expanded
+        assert 0 < st.as_dict()["decode_utilization"] <= 1  # generated tokens / decoded row-steps
         for r in recs:
             check_record(r, mode)
             assert len(r.nodes) > 1 and all(n.depth <= cfg.max_depth for n in r.nodes)

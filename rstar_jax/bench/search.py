@@ -131,16 +131,18 @@ def run(args) -> dict:
                           # what a long search (its compiles amortised) would approach
                           "nodes_per_s_excl_compile": st.nodes_expanded / (secs - compiles[1]),
                           "tokens_per_s_excl_compile": st.tokens / (secs - compiles[1]),
+                          "decode_utilization": st.as_dict()["decode_utilization"],
                           "sandbox_share": st.sandbox_seconds / secs, **warm}
     ours, naive = rows.values()
     result = {"rows": rows, "speedup_nodes_per_s": ours["nodes_per_s"] / naive["nodes_per_s"],
               "speedup_excl_compile": ours["nodes_per_s_excl_compile"] / naive["nodes_per_s_excl_compile"],
               "model_parameters": config.num_params(), "config": vars(args)}
     print(f"{'method':42s} {'nodes/s':>9s} {'excl. compile':>14s} {'prefill/exp':>12s} {'tokens':>9s} "
-          f"{'sandbox':>8s} {'compiles':>9s} {'compile s':>10s}")
+          f"{'decode use':>11s} {'sandbox':>8s} {'compiles':>9s} {'compile s':>10s}")
     for name, r in rows.items():
         print(f"{name:42s} {r['nodes_per_s']:9.1f} {r['nodes_per_s_excl_compile']:14.1f} "
-              f"{r['prefill_per_expansion']:12.1f} {r['tokens']:9d} {100 * r['sandbox_share']:7.0f}% "
+              f"{r['prefill_per_expansion']:12.1f} {r['tokens']:9d} {100 * r['decode_utilization']:10.0f}% "
+              f"{100 * r['sandbox_share']:7.0f}% "
               f"{r['compiles']:9d} {r['compile_seconds']:10.1f}")
     print(f"speedup: {result['speedup_nodes_per_s']:.1f}x nodes/s "
           f"({result['speedup_excl_compile']:.1f}x excluding compile time)")

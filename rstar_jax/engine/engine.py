@@ -65,6 +65,8 @@ class GenerateStats:
     prefix_reused: int = 0  # prompt tokens taken from a cached Prefix instead
     new_tokens: int = 0
     decode_calls: int = 0
+    decode_slots: int = 0  # row-steps decoded (batch-padding rows included): new_tokens / this is
+    #                        the share of decode work that produced tokens (rows wait for the longest)
     seconds: float = 0.0
 
 
@@ -228,6 +230,7 @@ class Engine:
         st.prefix_reused += sum(keeps)
         st.new_tokens += sum(len(f[0]) for f in finished)
         st.decode_calls += calls
+        st.decode_slots += r * int(state.step)
         prefs = (self._extract(state.cache, [row for _, row in rows], [ids[e] for e, _ in rows], finished)
                  if return_prefix else [None] * len(rows))
         return {(entries[e][0], sample): Completion(text, tuple(tk), reason, lp, pf)

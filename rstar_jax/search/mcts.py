@@ -36,6 +36,7 @@ class SearchStats:
     tokens: int = 0
     prefill_tokens: int = 0  # prompt tokens the proposer's engine ran through the model
     prefill_saved: int = 0  # prompt tokens it did not run: shared across samples or reused from a node's KV
+    decode_slots: int = 0  # row-steps its decode loops ran (see GenerateStats)
     seconds: float = 0.0
     propose_seconds: float = 0.0
     sandbox_seconds: float = 0.0
@@ -50,14 +51,16 @@ class SearchStats:
         d["nodes_per_s"] = self.nodes_expanded / max(self.seconds, 1e-9)
         d["sandbox_share"] = self.sandbox_seconds / max(self.seconds, 1e-9)
         d["prefill_per_expansion"] = self.prefill_tokens / max(self.nodes_expanded, 1)
+        d["decode_utilization"] = self.tokens / self.decode_slots if self.decode_slots else None
         return d
 
     def count_prefill(self, proposer) -> None:
-        """Add the prefill counters of the proposer's engine (if it has one) for its last call."""
+        """Add the prefill and decode counters of the proposer's engine (if it has one) for its last call."""
         gs = getattr(getattr(proposer, "engine", None), "stats", None)
         if gs is not None:
             self.prefill_tokens += gs.prefill_tokens
             self.prefill_saved += gs.shared_prefill_saved + gs.prefix_reused
+            self.decode_slots += gs.decode_slots
 
 
 class TimedSandbox:

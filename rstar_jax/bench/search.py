@@ -9,6 +9,7 @@ and search settings; nodes expanded per second and prefill tokens per expansion.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import time
 from typing import Sequence
@@ -95,12 +96,11 @@ def run(args) -> dict:
     from rstar_jax.search.loading import search_engine
     from rstar_jax.search.mcts import run_mcts
 
-    compiles = [0, 0.0]  # XLA compilations and their seconds since the last reset
+    compiles: collections.Counter = collections.Counter()  # XLA compilations ("n", "seconds") since cleared
 
     def on_event(event, secs, **_):
         if event == COMPILE_EVENT:
-            compiles[0] += 1
-            compiles[1] += secs
+            compiles.update(n=1, seconds=secs)
     monitoring.register_event_duration_secs_listener(on_event)
     problems = generate_problems(args.problems, tier=2, seed=123)
     config, params, tok = _policy(args.policy, generate_problems(400, tier=2, seed=7), args.train_steps)
@@ -116,22 +116,24 @@ def run(args) -> dict:
                 NaiveProposer(engine, cfg.max_step_tokens)
             # warm-up: another seed and fewer rollouts compile most shape buckets; the timed
             # run reports the compiles it still needed (a long search amortises them)
-            t, compiles[:] = time.perf_counter(), [0, 0.0]
+            t = time.perf_counter()
+            compiles.clear()
             run_mcts(probs, prop, sandbox, cfg.replace(rollouts=args.warmup_rollouts, batch_size=batch, seed=1),
                      progress=False)
-            warm = {"warmup_seconds": time.perf_counter() - t, "warmup_compiles": compiles[0]}
-            t, compiles[:] = time.perf_counter(), [0, 0.0]
+            warm = {"warmup_seconds": time.perf_counter() - t, "warmup_compiles": compiles["n"]}
+            t = time.perf_counter()
+            compiles.clear()
             _, st = run_mcts(probs, prop, sandbox, cfg.replace(batch_size=batch), progress=False)
-            secs = time.perf_counter() - t
+            secs, stats = time.perf_counter() - t, st.as_dict()
             rows[name] = {"problems": len(probs), "nodes_expanded": st.nodes_expanded, "seconds": secs,
                           "nodes_per_s": st.nodes_expanded / secs, "tokens": st.tokens,
-                          "prefill_per_expansion": st.prefill_tokens / max(st.nodes_expanded, 1),
-                          "prefill_saved": st.prefill_saved, "compiles": compiles[0],
-                          "compile_seconds": compiles[1],
+                          "prefill_per_expansion": stats["prefill_per_expansion"],
+                          "prefill_saved": st.prefill_saved, "compiles": compiles["n"],
+                          "compile_seconds": compiles["seconds"],
                           # what a long search (its compiles amortised) would approach
-                          "nodes_per_s_excl_compile": st.nodes_expanded / (secs - compiles[1]),
-                          "tokens_per_s_excl_compile": st.tokens / (secs - compiles[1]),
-                          "decode_utilization": st.as_dict()["decode_utilization"],
+                          "nodes_per_s_excl_compile": st.nodes_expanded / (secs - compiles["seconds"]),
+                          "tokens_per_s_excl_compile": st.tokens / (secs - compiles["seconds"]),
+                          "decode_utilization": stats["decode_utilization"],
                           "sandbox_share": st.sandbox_seconds / secs, **warm}
     ours, naive = rows.values()
     result = {"rows": rows, "speedup_nodes_per_s": ours["nodes_per_s"] / naive["nodes_per_s"],

@@ -365,3 +365,41 @@ def test_length_buckets_stop_at_max_len(tiny):
         ids[i, :len(t)], mask[i, :len(t)] = t, 1
     np.testing.assert_allclose(Engine(pconfig, pparams, max_len=40).score(texts, groups=[0, 1, 0, 1]),
                                jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask), atol=1e-5)
+
+
+def test_compaction_equals_lockstep(tiny):
+    """Finished prompts leaving the batch between decode calls change no sample, logprob or KV."""
+    config, params, _, _ = tiny
+    # prompts near max_len (128) get smaller budgets, so they finish at different steps
+    prompts = prompts_of([5, 104, 108, 112, 116, 120], config.vocab_size, seed=4)  # budgets 40, 24, ..., 8
+    kw = dict(n=2, max_new_tokens=40, temperature=1.0, seed=[1, 2, 3, 4, 5, 6], return_prefix=True, chunk=4)
+    packed, lockstep = Engine(config, params), Engine(config, params, compact=False)
+    out, ref = packed.generate(prompts, **kw), lockstep.generate(prompts, **kw)
+    assert packed.stats.compactions >= 2 and lockstep.stats.compactions == 0
+    assert packed.stats.decode_slots < lockstep.stats.decode_slots
+    assert packed.stats.new_tokens == lockstep.stats.new_tokens == 2 * (40 + 24 + 20 + 16 + 12 + 8)
+    for o, r in zip(out, ref):
+        for c, d in zip(o, r):
+            assert c.token_ids == d.token_ids and c.logprob == pytest.approx(d.logprob, abs=1e-4)
+            m = len(c.prefix.tokens)
+            assert c.prefix.tokens == d.prefix.tokens
+            np.testing.assert_allclose(c.prefix.k[..., :m], d.prefix.k[..., :m], atol=1e-5)
+            np.testing.assert_allclose(c.prefix.v[..., :m, :], d.prefix.v[..., :m, :], atol=1e-5)
+
+
+def test_compaction_plan_unit(tiny):
+    """Which prompt slots and rows a compaction keeps: every unfinished row, at most half the rows."""
+    config, params, _, _ = tiny
+    engine = Engine(config, params)
+    done = np.ones((8, 4), bool)  # 8 prompts x 4 rows
+    done[1, [0, 2]] = False
+    done[6, 3] = False
+    prompts, rows = engine._compaction(done.reshape(-1), 8)
+    # 2 live prompts (a bucket of 2), n' = 2 (the most unfinished rows of one prompt)
+    assert prompts.tolist() == [1, 6] and rows.tolist() == [4, 6, 27, 24]
+    assert not done.reshape(-1)[rows].all() and (~done).sum() == (~done.reshape(-1)[rows]).sum()
+    done[:4, :] = False  # 5 live prompts (a bucket of 6) x 4 rows: more than half of 32
+    assert engine._compaction(done.reshape(-1), 8) is None
+    done[:] = True
+    done[5, 1] = False  # bucket 1 x n' 1
+    assert [a.tolist() for a in engine._compaction(done.reshape(-1), 8)] == [[5], [21]]

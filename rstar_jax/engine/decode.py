@@ -149,6 +149,24 @@ def decode(config: ModelConfig, params, state: DecodeState, limit, *, mode: Samp
 
 
 @jax.jit
+def compact(state: DecodeState, prompts, rows) -> DecodeState:
+    """The batch cut to prompt slots ``prompts`` [Bp'] and decode rows ``rows`` [R'] (R' = Bp' x n',
+    row rows[i] continuing prompt prompts[i // n']).
+
+    Between decode calls the engine drops finished rows and prompts, so the long tail of a
+    call decodes a smaller batch instead of waiting in it.
+    """
+    TRACES["compact"] += 1
+    c, sh = state.cache, state.cache.shared
+    shared = sh.replace(k=tuple(k[prompts] for k in sh.k), v=tuple(v[prompts] for v in sh.v), mask=sh.mask[prompts])
+    cache = c.replace(k=tuple(k[rows] for k in c.k), v=tuple(v[rows] for v in c.v), mask=c.mask[rows],
+                      pos=c.pos[rows], shared=shared)
+    return state.replace(cache=cache, tokens=state.tokens[rows], logprobs=state.logprobs[rows],
+                         num=state.num[rows], max_new=state.max_new[rows], done=state.done[rows],
+                         keys=state.keys[rows])
+
+
+@jax.jit
 def take_row(a: jax.Array, i) -> jax.Array:
     """a[i] with a traced index: one program per shape (``jnp.unstack`` of M rows compiles an
     M-output program for every M, seconds each on a CPU)."""

@@ -65,6 +65,7 @@ class GenerateStats:
     prefix_reused: int = 0  # prompt tokens taken from a cached Prefix instead
     new_tokens: int = 0
     decode_calls: int = 0
+    compactions: int = 0  # times finished prompts left a batch for a smaller row bucket
     decode_slots: int = 0  # row-steps decoded (batch-padding rows included): new_tokens / this is
     #                        the share of decode work that produced tokens (rows wait for the longest)
     seconds: float = 0.0
@@ -77,15 +78,18 @@ class Engine:
     max_rows: decode rows per device batch (prompts x n); larger requests run in groups.
     max_len:  longest prompt + completion (default: the model's max_position_embeddings).
     share_prefill: prefill each prompt once for its n rows (False: once per row, for comparison).
+    compact:  between decode calls, move the prompts with unfinished rows to a smaller row bucket
+              when one fits (False: every row waits for the batch's longest, for comparison).
     """
 
     def __init__(self, config: ModelConfig, params, tokenizer=None, *, buckets: Buckets = Buckets(),
-                 chunk: int = 16, max_rows: int = 512, max_len: int | None = None, share_prefill: bool = True):
+                 chunk: int = 16, max_rows: int = 512, max_len: int | None = None, share_prefill: bool = True,
+                 compact: bool = True):
         self.config, self.params = config, params
         # the jitted functions take the config as a static argument: token ids play no part there
         self._jit_config = config.replace(bos_token_id=None, eos_token_id=None, pad_token_id=None)
         self.codec = Codec(tokenizer) if tokenizer is not None else None
-        self.chunk, self.max_rows, self.share_prefill = chunk, max_rows, share_prefill
+        self.chunk, self.max_rows, self.share_prefill, self.compact = chunk, max_rows, share_prefill, compact
         self.max_len = max_len or config.max_position_embeddings
         self.buckets = buckets.up_to(self.max_len)
         self.eos_ids = ({config.eos_token_id} if config.eos_token_id is not None else set()) | \
@@ -209,32 +213,72 @@ class Engine:
             per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
             per_row([seed_of[e][1] for e, _ in rows], np.int32), per_row(sample_of, np.int32),
             stop_arr, *sampling, mode=mode, new_cap=new_cap, own_cap=self._own_slots(chunk, new_cap))
+        owner = np.full(r, -1)  # per decode row, the index into ``rows`` of the sample it draws (-1: padding)
+        owner[[row for _, row in rows]] = np.arange(len(rows))
+
+        def picks(sel):  # [(decode row, prompt ids, (prompt, sample))] of the owned rows among ``sel``
+            return [(i, ids[rows[o][0]], (entries[rows[o][0]][0], sample_of[o])) for i in sel if (o := owner[i]) >= 0]
+
+        out: dict[tuple[int, int], Completion] = {}
         calls, done = 0, np.asarray(state.done)
+        self.stats.decode_slots += len(done)  # the first token, drawn by prefill
         while not done.all() and int(state.step) < new_cap:
             limit = new_cap if chunk <= 0 else min(int(state.step) + chunk, new_cap)
             need = self._own_slots(limit - 1, new_cap)
             if need > state.cache.capacity:
                 state = dec.grow(state, need)
+            before = int(state.step)
             state = dec.decode(self._jit_config, self.params, state, np.int32(limit), mode=mode)
             calls += 1
+            self.stats.decode_slots += len(done) * (int(state.step) - before)
             done = np.asarray(state.done)
             if stop and not done.all():  # multi-token stop strings are found on the host
                 done = self._mark_stopped(state, done, stop)
                 state = state.replace(done=jnp.asarray(done))
-        toks, lps, num = jax.device_get((state.tokens, state.logprobs, state.num))
-        finished = [self._finish(toks[row, :num[row]], lps[row, :num[row]], stop) for _, row in rows]
+            cut = self._compaction(done, state.cache.shared.mask.shape[0]) if self.compact and not done.all() else None
+            if cut is not None:  # finished rows are harvested and leave; the rest decode on, fewer
+                out.update(self._harvest(state, picks(np.flatnonzero(done)), stop, return_prefix))
+                state = dec.compact(state, *cut)
+                owner = np.where(done[cut[1]], -1, owner[cut[1]])
+                done = np.asarray(state.done)
+                self.stats.compactions += 1
+        out.update(self._harvest(state, picks(range(len(owner))), stop, return_prefix))
         st = self.stats
-        st.rows += len(rows)
+        st.rows += sum(len(s) for _, s in entries)
         st.prefill_tokens += sum(map(len, suffixes))
         st.shared_prefill_saved += sum(len(suffixes[e]) for e, _ in rows) - sum(map(len, suffixes))
         st.prefix_reused += sum(keeps)
-        st.new_tokens += sum(len(f[0]) for f in finished)
         st.decode_calls += calls
-        st.decode_slots += r * int(state.step)
-        prefs = (self._extract(state.cache, [row for _, row in rows], [ids[e] for e, _ in rows], finished)
+        return out
+
+    def _compaction(self, done: np.ndarray, prompts_now: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(prompt slots [Bp'], decode rows [Bp' x n']) holding every unfinished row of the batch
+        in at most half its rows, or None. n' (a power of two) fits the most unfinished rows
+        of any prompt; spare places take finished rows, which decode nothing."""
+        d = done.reshape(prompts_now, -1)  # [Bp, n]: row r continues prompt r // n
+        live = (~d).sum(axis=1)
+        keep = np.flatnonzero(live)
+        n = 1 << int(live.max() - 1).bit_length()
+        bp = self.buckets.rows(len(keep))
+        if bp * n > done.size // 2:
+            return None
+        prompts = np.concatenate([keep, np.flatnonzero(live == 0)[:bp - len(keep)]])
+        # each prompt's unfinished rows first (a stable sort of its done flags), then finished ones
+        rows = prompts[:, None] * d.shape[1] + np.argsort(d[prompts], axis=1, kind="stable")[:, :n]
+        return prompts.astype(np.int32), rows.reshape(-1).astype(np.int32)
+
+    def _harvest(self, state, picks, stop, return_prefix) -> dict[tuple[int, int], Completion]:
+        """Completions {(prompt, sample): ...} of ``picks`` [(row in state, prompt ids, (prompt, sample))]."""
+        if not picks:
+            return {}
+        rows = [row for row, _, _ in picks]
+        toks, lps, num = jax.device_get((state.tokens, state.logprobs, state.num))
+        finished = [self._finish(toks[row, :num[row]], lps[row, :num[row]], stop) for row in rows]
+        self.stats.new_tokens += sum(len(f[0]) for f in finished)
+        prefs = (self._extract(state.cache, rows, [p for _, p, _ in picks], finished)
                  if return_prefix else [None] * len(rows))
-        return {(entries[e][0], sample): Completion(text, tuple(tk), reason, lp, pf)
-                for (e, _), sample, (tk, text, reason, lp), pf in zip(rows, sample_of, finished, prefs)}
+        return {key: Completion(text, tuple(tk), reason, lp, pf)
+                for (_, _, key), (tk, text, reason, lp), pf in zip(picks, finished, prefs)}
 
     @staticmethod
     def _own_slots(tokens: int, new_cap: int) -> int:

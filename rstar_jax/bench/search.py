@@ -108,11 +108,15 @@ def run(args) -> dict:
                        error_threshold=1, max_step_tokens=96, batch_size=args.problems)
     rows = {}
     with Sandbox() as sandbox:
-        for name, probs, batch in (("ours (batched, shared prefix, KV reuse)", problems, args.problems),
-                                   ("naive (one problem, full-path prefill)", problems[:args.naive_problems], 1)):
+        # ours decodes a step in one while_loop (chunk 0), or in chunks of 16 tokens between which
+        # finished rows leave the batch (compaction: fewer idle rows, more programs to compile)
+        for name, probs, batch, chunk in (
+                ("ours (batched, shared prefix, KV reuse)", problems, args.problems, 0),
+                ("ours + compaction (16-token chunks)", problems, args.problems, 16),
+                ("naive (one problem, full-path prefill)", problems[:args.naive_problems], 1, 0)):
             # the naive loop runs one problem's K candidates per call: no batch padding for it
             engine = search_engine(config, params, tok, min_rows=8 if batch > 1 else 1)
-            prop = PolicyProposer(engine, cfg.max_step_tokens) if batch > 1 else \
+            prop = PolicyProposer(engine, cfg.max_step_tokens, chunk=chunk) if batch > 1 else \
                 NaiveProposer(engine, cfg.max_step_tokens)
             # warm-up: another seed and fewer rollouts compile most shape buckets; the timed
             # run reports the compiles it still needed (a long search amortises them)
@@ -135,9 +139,11 @@ def run(args) -> dict:
                           "tokens_per_s_excl_compile": st.tokens / (secs - compiles["seconds"]),
                           "decode_utilization": stats["decode_utilization"],
                           "sandbox_share": st.sandbox_seconds / secs, **warm}
-    ours, naive = rows.values()
-    result = {"rows": rows, "speedup_nodes_per_s": ours["nodes_per_s"] / naive["nodes_per_s"],
-              "speedup_excl_compile": ours["nodes_per_s_excl_compile"] / naive["nodes_per_s_excl_compile"],
+    *ours, naive = rows.values()
+    best = max(ours, key=lambda r: r["nodes_per_s"])
+    result = {"rows": rows, "speedup_nodes_per_s": best["nodes_per_s"] / naive["nodes_per_s"],
+              "speedup_excl_compile": max(r["nodes_per_s_excl_compile"] for r in ours)
+              / naive["nodes_per_s_excl_compile"],
               "model_parameters": config.num_params(), "config": vars(args)}
     print(f"{'method':42s} {'nodes/s':>9s} {'excl. compile':>14s} {'prefill/exp':>12s} {'tokens':>9s} "
           f"{'decode use':>11s} {'sandbox':>8s} {'compiles':>9s} {'compile s':>10s}")
@@ -146,7 +152,7 @@ def run(args) -> dict:
               f"{r['prefill_per_expansion']:12.1f} {r['tokens']:9d} {100 * r['decode_utilization']:10.0f}% "
               f"{100 * r['sandbox_share']:7.0f}% "
               f"{r['compiles']:9d} {r['compile_seconds']:10.1f}")
-    print(f"speedup: {result['speedup_nodes_per_s']:.1f}x nodes/s "
+    print(f"speedup (ours at its best): {result['speedup_nodes_per_s']:.1f}x nodes/s "
           f"({result['speedup_excl_compile']:.1f}x excluding compile time)")
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

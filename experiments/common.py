@@ -116,7 +116,8 @@ def write_outputs(out: str, name: str, title: str, header: Sequence[str], rows: 
     meta = {"command": " ".join(sys.argv), "args": vars(args), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump({**result, "meta": meta}, f, indent=2, default=str)
-    lines = [f"# {title}", "", f"Configuration: `{meta['command']}` (seed {args.seed}).", "",
+    seeds = getattr(args, "seeds", None)
+    lines = [f"# {title}", "", f"Configuration: `{meta['command']}` ({f'seeds {seeds}' if seeds else f'seed {args.seed}'}).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     lines += ["", *notes] if notes else []

@@ -373,7 +373,7 @@ def test_compaction_equals_lockstep(tiny):
     # prompts near max_len (128) get smaller budgets, so they finish at different steps
     prompts = prompts_of([5, 104, 108, 112, 116, 120], config.vocab_size, seed=4)  # budgets 40, 24, ..., 8
     kw = dict(n=2, max_new_tokens=40, temperature=1.0, seed=[1, 2, 3, 4, 5, 6], return_prefix=True, chunk=4)
-    packed, lockstep = Engine(config, params), Engine(config, params, compact=False)
+    packed, lockstep = Engine(config, params, compact=True), Engine(config, params)
     out, ref = packed.generate(prompts, **kw), lockstep.generate(prompts, **kw)
     assert packed.stats.compactions >= 2 and lockstep.stats.compactions == 0
     assert packed.stats.decode_slots < lockstep.stats.decode_slots
@@ -390,7 +390,7 @@ def test_compaction_equals_lockstep(tiny):
 def test_compaction_plan_unit(tiny):
     """Which prompt slots and rows a compaction keeps: every unfinished row, at most half the rows."""
     config, params, _, _ = tiny
-    engine = Engine(config, params)
+    engine = Engine(config, params, compact=True)
     done = np.ones((8, 4), bool)  # 8 prompts x 4 rows
     done[1, [0, 2]] = False
     done[6, 3] = False

@@ -106,11 +106,17 @@ def test_experiment_scripts_quick(uninterrupted, tmp_path, script):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / script
-    result = module.main(["--run", uninterrupted, "--out", str(out), "--quick"])
+    extra = ["--seeds", "0,1"] if script == "test_time_scaling" else []
+    result = module.main(["--run", uninterrupted, "--out", str(out), "--quick", *extra])
     assert (out / f"{script}.md").exists() and (out / f"{script}.json").exists()
     assert list(out.glob("*.png"))
     if script == "test_time_scaling":
         assert [q["n"] for q in result["mcts"]] == [1, 2]
         assert result["bon"][0]["tokens"] <= result["bon"][1]["tokens"]  # nested chain subsets
+        for m in ("mcts", "bon", "sc"):  # the reported accuracy is the mean of the two seeds'
+            for i, q in enumerate(result[m]):
+                accs = [r[m][i]["acc"] for r in result["per_seed"]]
+                assert len(accs) == 2 and q["acc"] == pytest.approx(sum(accs) / 2)
+                assert q["acc_min"] <= q["acc"] <= q["acc_max"]
     else:
         assert [r["round"] for r in result["rounds"]] == [1, 2]

@@ -115,7 +115,7 @@ def run(args) -> dict:
                 ("ours + compaction (16-token chunks)", problems, args.problems, 16),
                 ("naive (one problem, full-path prefill)", problems[:args.naive_problems], 1, 0)):
             # the naive loop runs one problem's K candidates per call: no batch padding for it
-            engine = search_engine(config, params, tok, min_rows=8 if batch > 1 else 1)
+            engine = search_engine(config, params, tok, min_rows=8 if batch > 1 else 1, compact=chunk > 0)
             prop = PolicyProposer(engine, cfg.max_step_tokens, chunk=chunk) if batch > 1 else \
                 NaiveProposer(engine, cfg.max_step_tokens)
             # warm-up: another seed and fewer rollouts compile most shape buckets; the timed

@@ -78,13 +78,15 @@ class Engine:
     max_rows: decode rows per device batch (prompts x n); larger requests run in groups.
     max_len:  longest prompt + completion (default: the model's max_position_embeddings).
     share_prefill: prefill each prompt once for its n rows (False: once per row, for comparison).
-    compact:  between decode calls, move the prompts with unfinished rows to a smaller row bucket
-              when one fits (False: every row waits for the batch's longest, for comparison).
+    compact:  between decode calls (chunk > 0), move the unfinished rows to a batch of at most half
+              the rows when they fit (default off: every row waits for the batch's longest). Pays
+              where a decode step costs in proportion to its rows (large batches); below that,
+              on these CPUs ~64 rows, the extra programs and harvests cost more than they save.
     """
 
     def __init__(self, config: ModelConfig, params, tokenizer=None, *, buckets: Buckets = Buckets(),
                  chunk: int = 16, max_rows: int = 512, max_len: int | None = None, share_prefill: bool = True,
-                 compact: bool = True):
+                 compact: bool = False):
         self.config, self.params = config, params
         # the jitted functions take the config as a static argument: token ids play no part there
         self._jit_config = config.replace(bos_token_id=None, eos_token_id=None, pad_token_id=None)

@@ -24,11 +24,12 @@ class PPMScorer:
         return np.asarray(self.engine.score(texts, groups=groups), np.float64)
 
 
-def search_engine(config, params, tokenizer, min_rows: int = 8):
+def search_engine(config, params, tokenizer, min_rows: int = 8, compact: bool = False):
     """An engine with coarse buckets: search changes its batch and lengths every iteration, and
     on a small model each new shape costs more to compile than its padding costs to run."""
     from rstar_jax.engine import Buckets, Engine
-    return Engine(config, params, tokenizer, buckets=Buckets.coarse(min_rows=min_rows, min_length=32))
+    return Engine(config, params, tokenizer, buckets=Buckets.coarse(min_rows=min_rows, min_length=32),
+                  compact=compact)
 
 
 def load_engine(path: str):

@@ -65,7 +65,7 @@ class GenerateStats:
     prefix_reused: int = 0  # prompt tokens taken from a cached Prefix instead
     new_tokens: int = 0
     decode_calls: int = 0
-    compactions: int = 0  # times finished prompts left a batch for a smaller row bucket
+    compactions: int = 0  # times the unfinished rows moved to a batch of at most half the rows
     decode_slots: int = 0  # row-steps decoded (batch-padding rows included): new_tokens / this is
     #                        the share of decode work that produced tokens (rows wait for the longest)
     seconds: float = 0.0
@@ -246,7 +246,7 @@ class Engine:
                 self.stats.compactions += 1
         out.update(self._harvest(state, picks(range(len(owner))), stop, return_prefix))
         st = self.stats
-        st.rows += sum(len(s) for _, s in entries)
+        st.rows += len(rows)
         st.prefill_tokens += sum(map(len, suffixes))
         st.shared_prefill_saved += sum(len(suffixes[e]) for e, _ in rows) - sum(map(len, suffixes))
         st.prefix_reused += sum(keeps)

@@ -175,6 +175,26 @@ def test_sampling_reproducible_and_batch_independent(tiny):
         assert o[1].logprob == pytest.approx(full_logprob(config, params, p, o[1].token_ids), abs=1e-3)
 
 
+def test_samples_follow_documented_uniforms(tiny):
+    """Token t of the row (seed, prompt i, sample j) is the inverse CDF, at
+    uniform(fold_in(key(seed, i, j), t)), of softmax(logits / temperature): float64 numpy
+    from full forwards against the engine's table of uniforms drawn before decoding."""
+    config, params, _, _ = tiny
+    engine = Engine(config, params, chunk=4)  # several decode calls: the table is indexed by step
+    prompts = prompts_of(LENGTHS, config.vocab_size, seed=4)
+    temperature, seed = 0.8, 21
+    out = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=temperature, seed=seed)
+    for i, p in enumerate(prompts):
+        for j, c in enumerate(out[i]):
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(np.uint32(seed)), i), j)
+            lg = full_logits(config, params, list(p) + list(c.token_ids))
+            for t, tok in enumerate(c.token_ids):
+                u = float(jax.random.uniform(jax.random.fold_in(key, t), minval=np.finfo(np.float32).tiny))
+                x = lg[len(p) - 1 + t] / temperature
+                cdf = np.cumsum(np.exp(x - x.max()))
+                assert tok == int(np.searchsorted(cdf, u * cdf[-1])), (i, j, t)
+
+
 def test_shared_prefill_equals_separate_copies(tiny):
     config, params, _, _ = tiny
     prompts = prompts_of(LENGTHS, config.vocab_size, seed=2)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rstar_jax.engine.sampling import SamplingMode, row_keys, sample
+from rstar_jax.engine.sampling import SamplingMode, row_uniforms, sample
 from rstar_jax.models import KVCache, ModelConfig, branch_cache, forward_cached, project
 
 # Python-side trace counts per function: a retrace means a new compilation.
@@ -33,7 +33,8 @@ class DecodeState:
     tokens/logprobs: [R, N] ids drawn and their log-probabilities under the model's
                      unmodified distribution (log_softmax of the logits); 0 after a row ends.
     num:     [R] int32 tokens drawn per row.     max_new: [R] int32 per-row budget.
-    done:    [R] bool.                          keys:    [R] PRNG keys.
+    done:    [R] bool.
+    uniforms: [R, N] the uniform number that draws each token ([R, 0] when greedy).
     step:    [] int32 tokens drawn so far by the batch (the column written next).
     stop_ids: [E] int32 ids that end a row (eos, single-token stop strings; -1 padding).
     """
@@ -44,7 +45,7 @@ class DecodeState:
     num: jax.Array
     max_new: jax.Array
     done: jax.Array
-    keys: jax.Array
+    uniforms: jax.Array
     step: jax.Array
     stop_ids: jax.Array
     temperature: jax.Array
@@ -55,8 +56,8 @@ class DecodeState:
 def _emit(state: DecodeState, logits: jax.Array, mode: SamplingMode) -> DecodeState:
     """Draw the next token of every active row from logits [R, V] and record it."""
     active = ~state.done
-    tok = sample(logits, state.keys, jnp.broadcast_to(state.step, state.num.shape), state.temperature,
-                 state.top_p, state.top_k, mode)
+    u = None if mode.greedy else jax.lax.dynamic_index_in_dim(state.uniforms, state.step, axis=1, keepdims=False)
+    tok = sample(logits, u, state.temperature, state.top_p, state.top_k, mode)
     lp = jnp.take_along_axis(logits, tok[:, None], axis=-1)[:, 0] - jax.nn.logsumexp(logits, axis=-1)
     tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, jnp.where(active, tok, 0)[:, None], state.step, 1)
     logprobs = jax.lax.dynamic_update_slice_in_dim(state.logprobs, jnp.where(active, lp, 0.0)[:, None],
@@ -85,9 +86,17 @@ def _prefix_cache(config: ModelConfig, prefix_k, prefix_v, prefix_len, b: int, t
     return KVCache(ks, vs, mask, prefix_len.astype(jnp.int32), jnp.asarray(p, jnp.int32))
 
 
+@functools.partial(jax.jit, static_argnames=("n",))
+def uniforms(seeds, prompt_index, sample_index, n: int) -> jax.Array:
+    """``sampling.row_uniforms`` [R, n] as a program of its own, keyed by (R, n) alone: the
+    threefry hash is compiled once per such pair, not into every prefill and decode shape."""
+    TRACES["uniforms"] += 1
+    return row_uniforms(seeds, prompt_index, sample_index, n)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "mode", "new_cap", "own_cap"))
 def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens, mask, max_new,
-            seeds, prompt_index, sample_index, stop_ids, temperature, top_p, top_k, *,
+            uniforms, stop_ids, temperature, top_p, top_k, *,
             mode: SamplingMode, new_cap: int, own_cap: int) -> DecodeState:
     """Prefill Bp left-padded suffixes [Bp, T] after their cached prefixes and draw the first
     token of the R = Bp x n rows (row r continues prompt r // n).
@@ -95,6 +104,7 @@ def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens,
     The prompts' KV becomes the cache's SharedPrefix, read once per prompt by its n rows;
     each row owns ``own_cap`` empty slots (``grow`` adds more as they fill) and room for
     ``new_cap`` tokens. Rows with ``max_new`` 0 (batch padding) start finished.
+    uniforms: [R, new_cap] from ``uniforms`` ([R, 0] when greedy).
     """
     TRACES["prefill"] += 1
     b, t = tokens.shape
@@ -106,7 +116,7 @@ def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens,
     state = DecodeState(
         cache=cache, tokens=jnp.zeros((r, new_cap), jnp.int32), logprobs=jnp.zeros((r, new_cap), jnp.float32),
         num=jnp.zeros((r,), jnp.int32), max_new=max_new, done=max_new <= 0,
-        keys=row_keys(seeds, prompt_index, sample_index), step=jnp.zeros((), jnp.int32), stop_ids=stop_ids,
+        uniforms=uniforms, step=jnp.zeros((), jnp.int32), stop_ids=stop_ids,
         temperature=jnp.asarray(temperature, jnp.float32), top_p=jnp.asarray(top_p, jnp.float32),
         top_k=jnp.asarray(top_k, jnp.int32))
     return _emit(state, logits, mode)
@@ -163,7 +173,7 @@ def compact(state: DecodeState, prompts, rows) -> DecodeState:
                       pos=c.pos[rows], shared=shared)
     return state.replace(cache=cache, tokens=state.tokens[rows], logprobs=state.logprobs[rows],
                          num=state.num[rows], max_new=state.max_new[rows], done=state.done[rows],
-                         keys=state.keys[rows])
+                         uniforms=state.uniforms[rows])
 
 
 @jax.jit

@@ -208,13 +208,13 @@ class Engine:
         sample_of = [entries[e][1][row - e * m] for e, row in rows]
         stop_arr = np.full(max(8, -(-len(stop_ids) // 8) * 8), -1, np.int32)  # padded: no recompiles
         stop_arr[:len(stop_ids)] = stop_ids
+        uniforms = np.zeros((r, 0), np.float32) if mode.greedy else dec.uniforms(
+            per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
+            per_row([seed_of[e][1] for e, _ in rows], np.int32), per_row(sample_of, np.int32), n=new_cap)
         state = dec.prefill(
             self._jit_config, self.params, prefix_k, prefix_v, np.asarray(keeps + [0] * (bp - b), np.int32),
-            tokens, mask,
-            per_row([budget[e] for e, _ in rows], np.int32),
-            per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
-            per_row([seed_of[e][1] for e, _ in rows], np.int32), per_row(sample_of, np.int32),
-            stop_arr, *sampling, mode=mode, new_cap=new_cap, own_cap=self._own_slots(chunk, new_cap))
+            tokens, mask, per_row([budget[e] for e, _ in rows], np.int32), uniforms, stop_arr, *sampling,
+            mode=mode, new_cap=new_cap, own_cap=self._own_slots(chunk, new_cap))
         owner = np.full(r, -1)  # per decode row, the index into ``rows`` of the sample it draws (-1: padding)
         owner[[row for _, row in rows]] = np.arange(len(rows))
 

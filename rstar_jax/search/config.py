@@ -17,6 +17,10 @@ class SearchConfig:
                      "none" backs up 0 (no reward model, no gold: answers are voted on).
     squash:          maps raw PPM scores into [-1, 1] ("tanh5" = tanh(r/5), as the official code).
     batch_size:      problems searched in lockstep.
+    min_batch:       the policy's generation batches are padded to at least this many prompts
+                     (rounded up to a power of two): as a batch's problems finish, its shrinking batches keep
+                     one compiled program instead of one per size. Worth raising where a decode
+                     step costs about the same for few rows as for many (small models, CPUs).
     """
 
     rollouts: int = 8
@@ -35,11 +39,13 @@ class SearchConfig:
     squash: Literal["tanh5", "tanh", "sigmoid", "none"] = "tanh5"
     extra_rollouts_if_unsolved: int = 0  # rounds 2-3: +16 rollouts when all answers are wrong
     batch_size: int = 64
+    min_batch: int = 8
     max_nodes: int = 4096
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("rollouts", "candidates", "leaves_per_tree", "max_depth", "batch_size", "max_step_tokens"):
+        for name in ("rollouts", "candidates", "leaves_per_tree", "max_depth", "batch_size", "min_batch",
+                     "max_step_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature < 0:

@@ -32,12 +32,12 @@ def search_engine(config, params, tokenizer, min_rows: int = 8, compact: bool = 
                   compact=compact)
 
 
-def load_engine(path: str):
+def load_engine(path: str, min_rows: int = 8):
     from rstar_jax.data.domain_tokenizer import load_tokenizer
     from rstar_jax.models import load_hf
 
     config, params = load_hf(path)
-    return search_engine(config, params, load_tokenizer(path))
+    return search_engine(config, params, load_tokenizer(path), min_rows=min_rows)
 
 
 def load_proposer(policy: str, problems: Sequence, cfg: SearchConfig, bootstrap_kwargs: dict | None = None):
@@ -46,7 +46,7 @@ def load_proposer(policy: str, problems: Sequence, cfg: SearchConfig, bootstrap_
         from rstar_jax.data.bootstrap import BootstrapProposer
         return BootstrapProposer(list(problems), **(bootstrap_kwargs or {}))
     from rstar_jax.engine import PolicyProposer
-    return PolicyProposer(load_engine(policy), max_step_tokens=cfg.max_step_tokens)
+    return PolicyProposer(load_engine(policy, cfg.min_batch), max_step_tokens=cfg.max_step_tokens)
 
 
 def load_scorer(ppm: str) -> PPMScorer:

@@ -4,9 +4,9 @@ Randomness of a row depends only on its own key and the index of the token
 being drawn, never on the other rows of the batch: a row's key is derived from
 (seed, prompt index, sample index) and its t-th token uses one uniform number
 from ``fold_in(row_key, t)``. The uniforms of all a row's tokens are drawn at
-once before decoding (``row_uniforms``): the threefry hash is then compiled into
-the prefill program only, not into every decode program as well (~0.4 s of XLA
-compiling each on a CPU).
+once before decoding (``row_uniforms``, a program of its own in ``decode.py``):
+the threefry hash is compiled once per (rows, tokens) pair instead of into every
+prefill and decode shape (~0.4 s of XLA compiling each on a CPU).
 """
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def row_uniforms(seeds: jax.Array, prompt_index: jax.Array, sample_index: jax.Ar
     tiny = jnp.finfo(jnp.float32).tiny
     keys = row_keys(seeds, prompt_index, sample_index)
     steps = jnp.arange(n, dtype=jnp.int32)
-    return jax.vmap(lambda k: jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(k, t), minval=tiny))(steps))(keys)
+    def draws(k):
+        return jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(k, t), minval=tiny))(steps)
+    return jax.vmap(draws)(keys)
 
 
 def truncate_logits(logits: jax.Array, top_p: jax.Array, top_k: jax.Array) -> jax.Array:

@@ -10,7 +10,7 @@ def test_bench_scripts_write_tables_and_json(tmp_path, capsys):
     from rstar_jax.bench import model, train
 
     assert model.main(["--batch", "2", "--seq", "64", "--repeats", "1", "--out", str(tmp_path / "m.json")]) == 0
-    assert train.main(["--batch", "2", "--seq", "256", "--repeats", "1", "--problems", "30",
+    assert train.main(["--batch", "2", "--seq", "256", "--repeats", "1", "--problems", "30", "--attention-core",
                        "--out", str(tmp_path / "t.json")]) == 0
     out = capsys.readouterr().out
     assert "| train step |" in out and "| ppm |" in out
@@ -20,6 +20,8 @@ def test_bench_scripts_write_tables_and_json(tmp_path, capsys):
     for r in m["rows"] + t["rows"]:
         assert r["ours_tok_s"] > 0 and r["torch_tok_s"] > 0 and 0 < r["ours_peak_frac"]
     assert t["rows"][1]["ours_work_s"] > t["rows"][1]["torch_work_s"]  # shared prefixes: more pairs per step
+    core = t["attention_core"]  # the step without its attention core is faster, not free
+    assert 0 < core["without_core_s"] < core["step_s"] and 0 < core["rest_peak_frac"]
 
 
 @pytest.mark.slow

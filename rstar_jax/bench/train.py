@@ -125,7 +125,34 @@ def _torch_ppm(model, items, batch: int, seq: int):
     return step, float(len(seqs) // 2), float(mask.float().mean())
 
 
-def run(batch: int = 32, seq: int = 256, repeats: int = 3, problems: int = 300, seed: int = 0) -> dict:
+def _without_attention_core(items, config, params, batch: int, seq: int, repeats: int) -> float:
+    """Median wall seconds of our SFT step with the attention core (scores, softmax, weighted
+    values) swapped for a stand-in that still reads q, k and v, so every projection and its
+    gradient stays: how much of the step the core takes. The jit caches are cleared around
+    it, as the swapped step has the same cache key as the real one."""
+    from unittest import mock
+
+    import jax
+    import jax.numpy as jnp
+
+    from rstar_jax.bench.model import interleaved
+    from rstar_jax.models import transformer
+
+    def stand_in(q, k, v, kv_mask, scale, dt):
+        return q + jnp.mean(k) + jnp.mean(v)
+
+    jax.clear_caches()
+    try:
+        with mock.patch.object(transformer, "_causal_attend", stand_in):
+            step, _, _ = _ours("sft", items, config, params, batch, seq)
+            step()  # traced under the swap
+        return interleaved({"rest": step}, repeats)["rest"]["wall"]
+    finally:
+        jax.clear_caches()
+
+
+def run(batch: int = 32, seq: int = 256, repeats: int = 3, problems: int = 300, seed: int = 0,
+        attention_core: bool = False) -> dict:
     import jax
     import torch
 
@@ -149,13 +176,22 @@ def run(batch: int = 32, seq: int = 256, repeats: int = 3, problems: int = 300, 
         rows.append((kind, t, {"unit": unit, "ours_work_s": ours_work / t["ours"]["wall"],
                                "torch_work_s": torch_work / t["torch"]["wall"],
                                "ours_fill": ours_fill, "torch_fill": torch_fill}))
+    if attention_core:  # the SFT step again, without its attention core
+        rest = _without_attention_core(sft_items, config, params, batch, seq, repeats)
     peaks.append(matmul_peak())
     peak = {k: max(p[k] for p in peaks) for k in ("wall", "cpu")}
     fl = model_flops(config, seq, train=True) * batch * seq
+    extra = {}
+    if attention_core:
+        full = rows[0][1]["ours"]["wall"]
+        rest_flops = model_flops(config, 0, train=True) * batch * seq  # seq 0: no attention term
+        extra = {"attention_core": {"step_s": full, "without_core_s": rest, "core_share": 1 - rest / full,
+                                    "rest_gflop_s": rest_flops / rest / 1e9,
+                                    "rest_peak_frac": rest_flops / rest / 1e9 / peak["wall"]}}
     return {"bench": "train", "batch": batch, "seq": seq, "repeats": repeats, "params": config.num_params(),
             "matmul_peak_gflop_s": peak["wall"], "matmul_peak_gflop_per_cpu_s": peak["cpu"],
             "load_avg": [load0, os.getloadavg()[0]], "cpus": os.cpu_count(),
-            "rows": [{**compare(kind, t, fl, batch * seq, peak), **extra} for kind, t, extra in rows]}
+            "rows": [{**compare(kind, t, fl, batch * seq, peak), **more} for kind, t, more in rows], **extra}
 
 
 def table(result: dict) -> str:
@@ -168,14 +204,22 @@ def table(result: dict) -> str:
         lines.append(f"| {r['what']} | {r['ours_work_s']:.0f} {r['unit']} | {r['torch_work_s']:.0f} | "
                      f"{r['ours_work_s'] / r['torch_work_s']:.2f}x | {100 * r['ours_fill']:.0f}% | "
                      f"{100 * r['torch_fill']:.0f}% |")
+    if "attention_core" in result:
+        a = result["attention_core"]
+        lines += ["", f"SFT step without its attention core: {a['without_core_s']:.3f} s of {a['step_s']:.3f} s "
+                      f"(the core takes {100 * a['core_share']:.0f}%); the rest runs its own FLOPs at "
+                      f"{a['rest_gflop_s']:.1f} GFLOP/s ({100 * a['rest_peak_frac']:.0f}% of peak)"]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser("rstar-jax bench train", __doc__)
     p.add_argument("--problems", type=int, default=300, help="synthetic problems to draw the data from")
+    p.add_argument("--attention-core", action="store_true",
+                   help="also time our SFT step with the attention core swapped for a cheap stand-in: its "
+                        "share of the step, and the rest's GFLOP/s on its own FLOPs")
     args = p.parse_args(argv)
-    result = run(args.batch, args.seq, args.repeats, args.problems)
+    result = run(args.batch, args.seq, args.repeats, args.problems, attention_core=args.attention_core)
     return report(result, table(result), args.out)
 
 if __name__ == "__main__":

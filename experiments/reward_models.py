@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
         for kind in kinds:
             hf = train_fresh(train_reward_folder, pairs_file, policy, os.path.join(args.out, "models", kind),
                              rm_cfg, args.seed, kind=kind)
-            scorer = load_scorer(hf, search_cfg)
+            scorer = load_scorer(hf)
             result["models"][kind] = {"pair_acc": pair_accuracy(scorer.engine, held),
                                       "mcts": mcts_eval(proposer, scorer, problems, search_cfg, sandbox)}
 

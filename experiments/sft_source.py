@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
         examples = {k: [x[i] for i in sorted(rng.sample(range(len(x)), n))] for k, x in examples.items()}
         tokens = {"mcts": sum(nd.num_tokens for rec in records for nd in rec.nodes) / len(records),
                   "rejection": st.tokens / len(train)}
-        scorer = load_scorer(ppm, eval_cfg) if args.mcts else None
+        scorer = load_scorer(ppm) if args.mcts else None
         result = {"problems": len(problems), "train_problems": len(train), "chains": chains, "sources": {}}
         for src, exs in examples.items():
             write_sft(exs, os.path.join(data_dir, f"sft_{src}.jsonl"))

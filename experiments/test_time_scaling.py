@@ -77,7 +77,7 @@ def _one_seed(args, policy, ppm, problems, budgets, seed) -> dict:
 
     ev = run_config(args).eval
     cfg = ev.mcts.replace(mode="ppm", reward="ppm", seed=seed)
-    proposer, scorer = load_proposer(policy, problems, cfg), load_scorer(ppm, cfg)
+    proposer, scorer = load_proposer(policy, problems, cfg), load_scorer(ppm)
     n = len(problems)
     result = {"seed": seed, "mcts": [], "bon": [], "sc": []}
     with Sandbox() as sandbox:

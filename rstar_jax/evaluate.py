@@ -108,7 +108,7 @@ def evaluate_round(policy_dir: str, ppm_dir: str | None, problems: Sequence, cfg
     from rstar_jax.search.loading import load_proposer, load_scorer
 
     proposer = load_proposer(policy_dir, problems, cfg.mcts)
-    scorer = load_scorer(ppm_dir, cfg.mcts) if ppm_dir else None
+    scorer = load_scorer(ppm_dir) if ppm_dir else None
     metrics = evaluate(proposer, scorer, problems, cfg, seed, out_dir)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -26,7 +26,7 @@ def _eval(args) -> int:
     cfg = load_config(EvalConfig, args.config, overrides)
     problems = load_problems(args.data, limit=args.limit)
     proposer = load_proposer(args.policy, problems, cfg.mcts)
-    scorer = load_scorer(args.ppm, cfg.mcts) if args.ppm else None
+    scorer = load_scorer(args.ppm) if args.ppm else None
     out_dir = args.out or None
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)

@@ -343,12 +343,11 @@ class Engine:
 
     # --- scoring ----------------------------------------------------------------------
     def score(self, texts: Sequence[Prompt], max_tokens: int = 16384,
-              groups: Sequence | None = None, min_members: int = 1) -> np.ndarray:
+              groups: Sequence | None = None) -> np.ndarray:
         """Raw PPM scores [N] float32 (the value head on each text's last token).
 
         groups: a key per text; texts with equal keys (the children of one node) compute
                 their common token prefix once.
-        min_members: rows per group, at least (``scoring.score_sequences``).
         """
         if not len(texts):
             return np.zeros(0, np.float32)
@@ -356,4 +355,4 @@ class Engine:
         for i, s in enumerate(seqs):
             if len(s) > self.max_len:
                 raise ValueError(f"text {i} has {len(s)} tokens; the maximum is {self.max_len}")
-        return score_sequences(self._jit_config, self.params, seqs, self.buckets, max_tokens, groups, min_members)
+        return score_sequences(self._jit_config, self.params, seqs, self.buckets, max_tokens, groups)

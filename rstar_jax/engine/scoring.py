@@ -44,14 +44,11 @@ def left_pad(seqs: Sequence[Sequence[int]], rows: int, length: int, pad_id: int 
 
 
 def score_sequences(config: ModelConfig, params, seqs: Sequence[Sequence[int]], buckets: Buckets,
-                    max_tokens: int = 16384, groups: Sequence[Hashable] | None = None,
-                    min_members: int = 1) -> np.ndarray:
+                    max_tokens: int = 16384, groups: Sequence[Hashable] | None = None) -> np.ndarray:
     """Raw PPM scores [N] float32 for token sequences (each non-empty).
 
     groups: a key per sequence; sequences with equal keys share the computation of their
             common token prefix (None: every sequence on its own).
-    min_members: member rows per group in a batch, at least (a search's K candidates: however
-            many siblings survive execution, their batches keep one shape).
     """
     if "value_head" not in params:
         raise ValueError("these params have no value head: score() needs a PPM checkpoint")
@@ -67,7 +64,7 @@ def score_sequences(config: ModelConfig, params, seqs: Sequence[Sequence[int]], 
     # (prefix, members, suffix) padded sizes of a batch of groups, and its padded tokens
     def shape(keys):
         # members per group: powers of two, without the batch buckets' floor (K=4 siblings stay 4)
-        g, n = buckets.rows(len(keys)), 1 << (max(min_members, *(len(members[k]) for k in keys)) - 1).bit_length()
+        g, n = buckets.rows(len(keys)), 1 << (max(len(members[k]) for k in keys) - 1).bit_length()
         p = buckets.tokens(max(max(cut[k] for k in keys), 1), "scored prefix length")
         s = buckets.tokens(max(len(seqs[i]) - cut[k] for k in keys for i in members[k]), "scored text length")
         return g, p, n, s, g * p + g * n * s

@@ -44,7 +44,7 @@ def _search(args) -> int:
     cfg = search_config(args)
     problems = load_problems(args.data, limit=args.limit)
     proposer = load_proposer(args.policy, problems, cfg)
-    scorer = load_scorer(args.ppm, cfg) if args.ppm else None
+    scorer = load_scorer(args.ppm) if args.ppm else None
     os.makedirs(args.out, exist_ok=True)
     with Sandbox() as sandbox:
         records, stats = run_mcts(problems, proposer, sandbox, cfg, scorer)
@@ -70,7 +70,7 @@ def _solve(args) -> int:
     cfg = search_config(args).replace(reward="ppm" if args.ppm else "none")
     problem = Problem(id="q0", question=args.question, answer="")
     proposer = load_proposer(args.policy, [problem], cfg)
-    scorer = load_scorer(args.ppm, cfg) if args.ppm else None
+    scorer = load_scorer(args.ppm) if args.ppm else None
     t = time.perf_counter()
     with Sandbox() as sandbox:
         (record,), _ = run_mcts([problem], proposer, sandbox, cfg, scorer, progress=False)

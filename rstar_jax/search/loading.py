@@ -12,17 +12,16 @@ BOOTSTRAP = "bootstrap"
 
 
 class PPMScorer:
-    """The Scorer protocol over the engine's batched, bucketed PPM scoring. ``siblings``: the
-    rows of a node's children in a scoring batch, at least (the search's K candidates)."""
+    """The Scorer protocol over the engine's batched, bucketed PPM scoring."""
 
-    def __init__(self, engine, siblings: int = 1):
-        self.engine, self.siblings = engine, siblings
+    def __init__(self, engine):
+        self.engine = engine
 
     def score(self, questions: Sequence[str], paths: Sequence[Sequence[str]]) -> np.ndarray:
         texts = [build_prompt(q) + "".join(p) for q, p in zip(questions, paths)]
         # paths that differ only in their last step (siblings) share the rest's computation
         groups = [(q, tuple(p[:-1])) for q, p in zip(questions, paths)]
-        return np.asarray(self.engine.score(texts, groups=groups, min_members=self.siblings), np.float64)
+        return np.asarray(self.engine.score(texts, groups=groups), np.float64)
 
 
 def search_engine(config, params, tokenizer, min_rows: int = 8, compact: bool = False):
@@ -50,10 +49,8 @@ def load_proposer(policy: str, problems: Sequence, cfg: SearchConfig, bootstrap_
     return PolicyProposer(load_engine(policy, cfg.min_batch), max_step_tokens=cfg.max_step_tokens)
 
 
-def load_scorer(ppm: str, cfg: SearchConfig | None = None) -> PPMScorer:
-    """A node's K candidates, however many survive execution, are scored as K rows (one program
-    per batch size, not one per number of survivors)."""
-    return PPMScorer(load_engine(ppm), siblings=cfg.candidates if cfg is not None else 1)
+def load_scorer(ppm: str) -> PPMScorer:
+    return PPMScorer(load_engine(ppm))
 
 
 def round_searchers(cfg, wd, r: int, problems: Sequence, scfg: SearchConfig):
@@ -61,4 +58,4 @@ def round_searchers(cfg, wd, r: int, problems: Sequence, scfg: SearchConfig):
     if r == 1:
         return load_proposer(BOOTSTRAP, problems, scfg, cfg.bootstrap_kwargs()), None
     prev = f"round{r - 1}"
-    return load_proposer(wd.path(prev, "policy", "hf"), problems, scfg), load_scorer(wd.path(prev, "ppm", "hf"), scfg)
+    return load_proposer(wd.path(prev, "policy", "hf"), problems, scfg), load_scorer(wd.path(prev, "ppm", "hf"))

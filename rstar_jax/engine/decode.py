@@ -87,7 +87,7 @@ def _prefix_cache(config: ModelConfig, prefix_k, prefix_v, prefix_len, b: int, t
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
-def uniforms(seeds, prompt_index, sample_index, n: int) -> jax.Array:
+def draw_uniforms(seeds, prompt_index, sample_index, n: int) -> jax.Array:
     """``sampling.row_uniforms`` [R, n] as a program of its own, keyed by (R, n) alone: the
     threefry hash is compiled once per such pair, not into every prefill and decode shape."""
     TRACES["uniforms"] += 1
@@ -104,7 +104,7 @@ def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens,
     The prompts' KV becomes the cache's SharedPrefix, read once per prompt by its n rows;
     each row owns ``own_cap`` empty slots (``grow`` adds more as they fill) and room for
     ``new_cap`` tokens. Rows with ``max_new`` 0 (batch padding) start finished.
-    uniforms: [R, new_cap] from ``uniforms`` ([R, 0] when greedy).
+    uniforms: [R, new_cap] from ``draw_uniforms`` ([R, 0] when greedy).
     """
     TRACES["prefill"] += 1
     b, t = tokens.shape

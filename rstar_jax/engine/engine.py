@@ -208,7 +208,7 @@ class Engine:
         sample_of = [entries[e][1][row - e * m] for e, row in rows]
         stop_arr = np.full(max(8, -(-len(stop_ids) // 8) * 8), -1, np.int32)  # padded: no recompiles
         stop_arr[:len(stop_ids)] = stop_ids
-        uniforms = np.zeros((r, 0), np.float32) if mode.greedy else dec.uniforms(
+        uniforms = np.zeros((r, 0), np.float32) if mode.greedy else dec.draw_uniforms(
             per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
             per_row([seed_of[e][1] for e, _ in rows], np.int32), per_row(sample_of, np.int32), n=new_cap)
         state = dec.prefill(

@@ -117,7 +117,8 @@ def write_outputs(out: str, name: str, title: str, header: Sequence[str], rows: 
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump({**result, "meta": meta}, f, indent=2, default=str)
     seeds = getattr(args, "seeds", None)
-    lines = [f"# {title}", "", f"Configuration: `{meta['command']}` ({f'seeds {seeds}' if seeds else f'seed {args.seed}'}).", "",
+    which = f"seeds {seeds}" if seeds else f"seed {args.seed}"
+    lines = [f"# {title}", "", f"Configuration: `{meta['command']}` ({which}).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     lines += ["", *notes] if notes else []

@@ -51,9 +51,11 @@ def main(argv=None) -> dict:
     per_seed = [_one_seed(args, policy, ppm, problems, budgets, seed) for seed in seeds]
     result = {"budgets": budgets, "problems": len(problems), "seeds": seeds, "per_seed": per_seed}
     for m in ("mcts", "bon", "sc"):  # the mean over seeds, per budget
-        result[m] = [{"n": b, "acc": float(np.mean([r[m][i]["acc"] for r in per_seed])),
-                      "acc_min": min(r[m][i]["acc"] for r in per_seed), "acc_max": max(r[m][i]["acc"] for r in per_seed),
-                      "tokens": float(np.mean([r[m][i]["tokens"] for r in per_seed]))} for i, b in enumerate(budgets)]
+        result[m] = []
+        for i, b in enumerate(budgets):
+            accs = [r[m][i]["acc"] for r in per_seed]
+            result[m].append({"n": b, "acc": float(np.mean(accs)), "acc_min": min(accs), "acc_max": max(accs),
+                              "tokens": float(np.mean([r[m][i]["tokens"] for r in per_seed]))})
     rows = [[b, *(result[m][i][k] for m in ("mcts", "bon", "sc") for k in ("acc", "tokens"))]
             for i, b in enumerate(budgets)]
     header = ["trajectories", "MCTS+PPM acc", "MCTS tokens", "BoN+ORM acc", "BoN tokens", "SC acc", "SC tokens"]

@@ -6,7 +6,8 @@ setup(
     version="0.1.0",
     description="JAX/Flax reimplementation of rStar-Math: MCTS over code-augmented steps, "
                 "process preference models and self-evolution",
-    packages=find_packages(include=["rstar_jax", "rstar_jax.*", "kernels", "kernels.*"]),
+    # Kernels install as rstar_jax.kernels: a top-level `kernels` would shadow the one transformers imports.
+    packages=find_packages(include=["rstar_jax", "rstar_jax.*"]),
     python_requires=">=3.10",
     # A set proven together on Python 3.11 (DESIGN.md §13); flax releases break on newer jax.
     install_requires=[

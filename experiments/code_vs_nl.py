@@ -46,12 +46,12 @@ def main(argv=None) -> dict:
     if args.quick:
         args.limit, args.train_limit = args.limit or 2, args.train_limit or 12
 
-    from rstar_jax.data.bootstrap import BootstrapProposer
-    from rstar_jax.data.extract import extract, write_sft
+    from rstar_jax.domain.bootstrap import BootstrapProposer
+    from rstar_jax.train.examples import extract, write_sft
     from rstar_jax.data.problems import load_problems
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.expand import NoExecution
-    from rstar_jax.search.loading import load_proposer
+    from rstar_jax.evolve.loading import load_proposer
     from rstar_jax.search.mcts import run_mcts
     from rstar_jax.search.records import write_records
     from rstar_jax.train.api import train_policy_folder

@@ -42,13 +42,13 @@ def run_config(args, quick: Sequence[str] = ()):
     """The EvolveConfig of ``--config`` or the run (defaults otherwise), ``quick`` overrides in
     ``--quick`` mode, then ``--set``."""
     from rstar_jax.config import load_config
-    from rstar_jax.evolve_config import EvolveConfig
+    from rstar_jax.evolve.config import EvolveConfig
     path = args.config or (os.path.join(args.run, "config.yaml") if args.run else None)
     return load_config(EvolveConfig, path, [*(quick if args.quick else ()), *args.set])
 
 
 def last_round(run: str) -> int:
-    from rstar_jax.report import load_report
+    from rstar_jax.evolve.report import load_report
     return load_report(run)["rounds"][-1]["round"]
 
 
@@ -59,8 +59,8 @@ def held_out_problems(args) -> list:
         problems = load_problems(args.data)
     elif args.run:
         from rstar_jax.config import load_config
-        from rstar_jax.evolve import eval_problems
-        from rstar_jax.evolve_config import EvolveConfig
+        from rstar_jax.evolve.driver import eval_problems
+        from rstar_jax.evolve.config import EvolveConfig
         cfg = load_config(EvolveConfig, os.path.join(args.run, "config.yaml"))
         problems = eval_problems(cfg, load_problems(os.path.join(args.run, "problems", "test.jsonl")))
     else:
@@ -105,7 +105,7 @@ def mcts_eval(proposer, scorer, problems: Sequence, cfg, sandbox) -> dict:
 
 
 def _evaluate(method: str, proposer, scorer, problems: Sequence, cfg, sandbox) -> dict:
-    from rstar_jax.evaluate import EvalConfig, evaluate
+    from rstar_jax.evolve.evaluate import EvalConfig, evaluate
     return evaluate(proposer, scorer, problems, EvalConfig(mcts=cfg, methods=(method,)), cfg.seed,
                     sandbox=sandbox, progress=False)
 

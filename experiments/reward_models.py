@@ -80,9 +80,10 @@ def main(argv=None) -> dict:
     if args.quick:
         args.limit = args.limit or 2
 
-    from rstar_jax.data.extract import extract, load_trees, write_pairs
+    from rstar_jax.train.examples import extract, load_trees, write_pairs
     from rstar_jax.sandbox import Sandbox
-    from rstar_jax.search.loading import load_proposer, load_scorer
+    from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.search.loading import load_scorer
     from rstar_jax.train.api import train_reward_folder
     from rstar_jax.train.reward import KINDS
 

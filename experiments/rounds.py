@@ -22,7 +22,7 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="accepted for uniformity; this script is cheap")
     args = p.parse_args(argv)
 
-    from rstar_jax.report import load_report, plot_rounds
+    from rstar_jax.evolve.report import load_report, plot_rounds
     rows_in = load_report(args.run)["rounds"]
     keys = ("policy_greedy_acc", "mcts_ppm_acc", "train_solved_share")
     rows = [[r["round"], *(r.get(k) for k in keys)] for r in rows_in]

@@ -35,7 +35,7 @@ SOURCES = {"mcts": "MCTS, step-verified", "rejection": "rejection sampling"}
 
 def rejection_examples(records, per_problem: int) -> list:
     """Per problem, the first ``per_problem`` distinct chains whose final answer is correct."""
-    from rstar_jax.data.extract import SFTExample
+    from rstar_jax.train.examples import SFTExample
     from rstar_jax.search.records import mean_q, min_q, path_to
     from rstar_jax.steps import build_prompt
 
@@ -75,12 +75,13 @@ def main(argv=None) -> dict:
     if args.quick:
         args.limit, args.chains = args.limit or 2, args.chains or 4
 
-    from rstar_jax.data.extract import extract, load_trees, write_sft
+    from rstar_jax.train.examples import extract, load_trees, write_sft
     from rstar_jax.data.problems import Problem
-    from rstar_jax.evolve import round_search_config
+    from rstar_jax.evolve.driver import round_search_config
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.baselines import run_chains
-    from rstar_jax.search.loading import BOOTSTRAP, load_proposer, load_scorer
+    from rstar_jax.evolve.loading import BOOTSTRAP, load_proposer
+    from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.records import write_records
     from rstar_jax.train.api import train_policy_folder
 

@@ -71,10 +71,11 @@ def main(argv=None) -> dict:
 def _one_seed(args, policy, ppm, problems, budgets, seed) -> dict:
     """Accuracy and tokens per budget for one search seed: MCTS with b rollouts, and the first b
     of max(budgets) chains for best-of-N and self-consistency."""
-    from rstar_jax.evaluate import accuracy
+    from rstar_jax.evolve.evaluate import accuracy
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.baselines import run_chains
-    from rstar_jax.search.loading import load_proposer, load_scorer
+    from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.mcts import run_mcts
 
     ev = run_config(args).eval

@@ -6,7 +6,8 @@ worker, grading) never pull in JAX.
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("models", "engine", "sandbox", "grading", "search", "data", "train", "steps", "config", "evolve")
+_SUBMODULES = ("steps", "sequences", "config", "io", "kernels", "models", "engine", "grading", "sandbox", "data",
+               "search", "domain", "train", "evolve", "cli")
 
 
 def __getattr__(name):

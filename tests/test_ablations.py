@@ -10,11 +10,11 @@ from fractions import Fraction
 
 import pytest
 
-from rstar_jax.data.bootstrap import BootstrapProposer, ErrorRates, is_correct, nl_state, sample_solution
-from rstar_jax.data.extract import Candidate, PairGroup
-from rstar_jax.data.synthetic import OPS, TIER_OPS, generate_problems, plan_of
+from rstar_jax.domain.bootstrap import BootstrapProposer, ErrorRates, is_correct, nl_state, sample_solution
+from rstar_jax.train.examples import Candidate, PairGroup
+from rstar_jax.domain.synthetic import OPS, TIER_OPS, generate_problems, plan_of
 from rstar_jax.search.expand import ExpandSettings, NoExecution, expand
-from rstar_jax.search.proposer import ProposalRequest, StepCandidate
+from rstar_jax.search.types import ProposalRequest, StepCandidate
 from rstar_jax.search.records import NodeRecord, TreeRecord
 from rstar_jax.steps import END_OF_CODE, OUTPUT_OPEN, answer_step, step_code
 
@@ -34,7 +34,7 @@ def _script(name: str):
 def run_dir(tmp_path_factory):
     """One tiny self-evolution round; enough rollouts (and a looser edit-distance filter) that
     some problems have pairs to hold out; only greedy evaluation (the scripts do their own)."""
-    from rstar_jax import evolve
+    from rstar_jax.evolve import driver as evolve
     from tests.test_evolve import tiny_config
 
     out = str(tmp_path_factory.mktemp("ablation_run"))

@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from rstar_jax.data.bootstrap import (
+from rstar_jax.domain.bootstrap import (
     DEFAULT_ERROR_RATES, BootstrapProposer, ErrorRates, is_correct, next_clause, sample_solution,
     solve_rate,
 )
 from rstar_jax.data.problems import Problem
-from rstar_jax.data.synthetic import (
+from rstar_jax.domain.synthetic import (
     TIER_OPS, execute_trusted, generate_problems, plan_of, reference_solution,
 )
-from rstar_jax.search.proposer import ProposalRequest
+from rstar_jax.search.types import ProposalRequest
 from rstar_jax.steps import END_OF_CODE, answer_step, output_block, path_program
 
 PROBLEMS = {t: generate_problems(150, t, seed=11) for t in TIER_OPS}

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from rstar_jax import cli
-from rstar_jax.data import generate_problems, save_problems
+from rstar_jax.data import save_problems
+from rstar_jax.domain import generate_problems
 from rstar_jax.search.records import read_records
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data")
@@ -36,7 +37,7 @@ def test_search_cli_rejects_bad_override(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_policy(tmp_path_factory):
-    from rstar_jax.models.base import BaseModelSpec, build_base_model
+    from rstar_jax.evolve.base_model import BaseModelSpec, build_base_model
 
     path = str(tmp_path_factory.mktemp("tiny_policy"))
     spec = BaseModelSpec(vocab_size=320, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,

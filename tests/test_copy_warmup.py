@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from rstar_jax.data.synthetic import generate_problems
+from rstar_jax.domain.synthetic import generate_problems
 from rstar_jax.models import load_hf
-from rstar_jax.models.base import BaseModelSpec, build_base_model
+from rstar_jax.evolve.base_model import BaseModelSpec, build_base_model
 from rstar_jax.train.batching import pack_sft
 from rstar_jax.train.config import CopyWarmupConfig
 from rstar_jax.train.copy_warmup import copy_items

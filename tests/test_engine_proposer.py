@@ -1,8 +1,9 @@
 """PolicyProposer: the Proposer protocol over the engine, with per-node prefix-KV reuse."""
 from __future__ import annotations
 
-from rstar_jax.engine import Engine, PolicyProposer
-from rstar_jax.search.proposer import ProposalRequest
+from rstar_jax.engine import Engine
+from rstar_jax.search.proposers import PolicyProposer
+from rstar_jax.search.types import ProposalRequest
 from rstar_jax.steps import STEP_STOPS, build_prompt, output_block
 from tests.test_engine import tiny  # noqa: F401  (the shared checkpoint fixture)
 

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from rstar_jax import evolve as evolve_mod
+from rstar_jax.evolve import driver as evolve_mod
 from rstar_jax.config import load_config
-from rstar_jax.evolve_config import EvolveConfig
+from rstar_jax.evolve.config import EvolveConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rstar_jax.data.extract import (
+from rstar_jax.train.examples import (
     ExtractConfig, edit_distance, extract, pair_groups, read_pairs, read_sft, run_extract, sft_examples,
     subtree_labels,
 )

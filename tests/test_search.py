@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rstar_jax.data.bootstrap import BootstrapProposer, ErrorRates, solve_rate
-from rstar_jax.data.synthetic import generate_problems, reference_solution
+from rstar_jax.domain.bootstrap import BootstrapProposer, ErrorRates, solve_rate
+from rstar_jax.domain.synthetic import generate_problems, reference_solution
 from rstar_jax.sandbox import Sandbox
 from rstar_jax.search import answers
 from rstar_jax.search.baselines import run_beam, run_chains
@@ -162,7 +162,7 @@ def tiny_engine_pair(problems):
     """A tiny random policy and PPM over the domain tokenizer (outputs are noise; structure is what counts)."""
     import jax
 
-    from rstar_jax.data.domain_tokenizer import train_domain_tokenizer
+    from rstar_jax.domain.tokenizer import train_domain_tokenizer
     from rstar_jax.engine import Engine
     from rstar_jax.models import ModelConfig, init_params, init_value_head
     from rstar_jax.steps import build_prompt
@@ -178,8 +178,8 @@ def tiny_engine_pair(problems):
 
 
 def test_engine_backed_search_and_baselines(problems, sandbox, tiny_engine_pair):
-    from rstar_jax.engine import PolicyProposer
-    from rstar_jax.search.loading import PPMScorer
+    from rstar_jax.search.proposers import PolicyProposer
+    from rstar_jax.search.proposers import PPMScorer
 
     policy, ppm = tiny_engine_pair
     proposer, scorer = PolicyProposer(policy, max_step_tokens=12), PPMScorer(ppm)

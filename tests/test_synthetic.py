@@ -8,8 +8,9 @@ from fractions import Fraction
 
 import pytest
 
-from rstar_jax.data.domain_tokenizer import ALL_SPECIAL, load_tokenizer, train_domain_tokenizer
-from rstar_jax.data.synthetic import (
+from rstar_jax.domain.tokenizer import ALL_SPECIAL, train_domain_tokenizer
+from rstar_jax.models.tokenizer import load_tokenizer
+from rstar_jax.domain.synthetic import (
     MAX_VALUE, MIN_VALUE, TIER_OPS, coincidence_rate, execute_trusted, generate_problems,
     make_splits, perturbations, plan_of, reference_solution,
 )
@@ -128,7 +129,7 @@ def test_base_model_from_scratch_ties_embeddings_as_asked(tie, tmp_path):
     import transformers
 
     from rstar_jax.models import load_hf
-    from rstar_jax.models.base import BaseModelSpec, build_base_model
+    from rstar_jax.evolve.base_model import BaseModelSpec, build_base_model
 
     spec = BaseModelSpec(vocab_size=320, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
                          num_kv_heads=1, tie_word_embeddings=tie)

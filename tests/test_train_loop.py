@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rstar_jax.data.extract import Candidate, PairGroup, SFTExample, write_sft
+from rstar_jax.train.examples import Candidate, PairGroup, SFTExample, write_sft
 from rstar_jax.models import ModelConfig, init_params, logits, ppm_scores
 from rstar_jax.steps import answer_step, build_prompt, output_block
 from rstar_jax.train.config import RewardConfig, SFTConfig
@@ -46,7 +46,7 @@ def ppm_groups(n=48, seed=0):
 
 @functools.lru_cache(maxsize=None)
 def tokenizer():
-    from rstar_jax.data.domain_tokenizer import train_domain_tokenizer
+    from rstar_jax.domain.tokenizer import train_domain_tokenizer
 
     texts = [e.prompt + e.solution for e in SFT] + [g.prompt + g.prefix + c.text for g in ppm_groups()
                                                      for c in g.pos + g.neg]
@@ -201,7 +201,7 @@ def test_bad_inputs(tmp_path):
 
 
 def _base_folder(path):
-    from rstar_jax.data.domain_tokenizer import save_tokenizer
+    from rstar_jax.domain.tokenizer import save_tokenizer
     from rstar_jax.models import save_hf
 
     config, params = tiny()
@@ -216,9 +216,9 @@ def test_cli_and_hf_exports(tmp_path):
     import torch
     import transformers
 
-    from rstar_jax.data.extract import write_pairs
+    from rstar_jax.train.examples import write_pairs
     from rstar_jax.models import load_hf
-    from rstar_jax.train.cli import add_extract_parser, add_train_policy_parser, add_train_ppm_parser
+    from rstar_jax.cli.train import add_extract_parser, add_train_policy_parser, add_train_ppm_parser
     from tests.test_extract import TREE1
     from rstar_jax.search.records import write_records
 
@@ -250,7 +250,7 @@ def test_cli_and_hf_exports(tmp_path):
 
 
 def test_load_data_kinds(tmp_path):
-    from rstar_jax.data.extract import write_pairs
+    from rstar_jax.train.examples import write_pairs
     from rstar_jax.search.records import write_records
     from rstar_jax.train.api import load_data
     from tests.test_extract import TREE1
@@ -265,7 +265,7 @@ def test_load_data_kinds(tmp_path):
         load_data([tmp_path / "data" / "pairs.jsonl"], "sft")
     # extract.KEY=VALUE overrides of the training commands reach the extraction of tree records
     from rstar_jax.config import ConfigError
-    from rstar_jax.train.cli import _train_configs
+    from rstar_jax.cli.train import _train_configs
 
     args = argparse.Namespace(overrides=["lr=1e-4", "extract.final_pairs=false", "extract.sft_per_problem=1"],
                               config=None, steps=None)

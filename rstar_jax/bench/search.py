@@ -14,7 +14,7 @@ import json
 import time
 from typing import Sequence
 
-from rstar_jax.search.proposer import ProposalRequest, StepCandidate
+from rstar_jax.search.types import ProposalRequest, StepCandidate
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -27,7 +27,7 @@ class NaiveProposer:
 
     def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float,
                 seed: int) -> list[list[StepCandidate]]:
-        from rstar_jax.engine.policy_proposer import request_seed
+        from rstar_jax.search.proposers import request_seed
         from rstar_jax.steps import STEP_STOPS, build_prompt
 
         if len(requests) != 1:
@@ -42,20 +42,20 @@ class NaiveProposer:
 
 def _policy(path: str | None, problems, steps: int):
     """A policy folder, or a ~5M model taught the step format on reference solutions for ``steps``."""
-    from rstar_jax.data.domain_tokenizer import load_tokenizer
+    from rstar_jax.models.tokenizer import load_tokenizer
     from rstar_jax.models import load_hf
     if path:
         config, params = load_hf(path)
         return config, params, load_tokenizer(path)
     import tempfile
 
-    from rstar_jax.data.extract import SFTExample
-    from rstar_jax.data.synthetic import reference_solution
-    from rstar_jax.models.base import BaseModelSpec, build_base_model
+    from rstar_jax.train.examples import SFTExample
+    from rstar_jax.domain.synthetic import reference_solution
+    from rstar_jax.evolve.base_model import BaseModelSpec, build_base_model
     from rstar_jax.steps import build_prompt
     from rstar_jax.train.api import train_policy_folder
     from rstar_jax.train.config import SFTConfig
-    from rstar_jax.data.extract import write_sft
+    from rstar_jax.train.examples import write_sft
 
     tmp = tempfile.mkdtemp(prefix="bench_search_")
     spec = BaseModelSpec(hidden_size=256, intermediate_size=688, num_layers=4, num_heads=4, num_kv_heads=2)
@@ -89,8 +89,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def run(args) -> dict:
     from jax import monitoring
 
-    from rstar_jax.data.synthetic import generate_problems
-    from rstar_jax.engine import PolicyProposer
+    from rstar_jax.domain.synthetic import generate_problems
+    from rstar_jax.search.proposers import PolicyProposer
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.config import SearchConfig
     from rstar_jax.search.loading import search_engine

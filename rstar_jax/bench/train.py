@@ -26,9 +26,9 @@ from rstar_jax.bench.model import SMALL, bench_parser, compare, interleaved, mat
 
 
 def _data(n_problems: int, seed: int):
-    from rstar_jax.data.domain_tokenizer import train_domain_tokenizer
-    from rstar_jax.data.extract import Candidate, PairGroup, SFTExample
-    from rstar_jax.data.synthetic import make_splits, reference_solution
+    from rstar_jax.domain.tokenizer import train_domain_tokenizer
+    from rstar_jax.train.examples import Candidate, PairGroup, SFTExample
+    from rstar_jax.domain.synthetic import make_splits, reference_solution
     from rstar_jax.steps import build_prompt
 
     problems, _ = make_splits(seed, n_problems // 3 + 1, 1)

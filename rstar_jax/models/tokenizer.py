@@ -1,4 +1,5 @@
-"""Step-format special tokens on any HF tokenizer, with the embeddings resized to match.
+"""Tokenizer folders: loading any HF tokenizer, and the step-format special tokens on it
+(with the embeddings resized to match).
 
 Real checkpoints (Qwen2.5-Math) do not know ``<end_of_step>`` and friends; the
 official code adds them as special tokens so each marker is one id and a stop
@@ -7,7 +8,12 @@ embeddings (a common choice that keeps initial logits for them unremarkable).
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import jax.numpy as jnp
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.steps import SPECIAL_TOKENS
@@ -41,3 +47,18 @@ def resize_vocab(config: ModelConfig, params: dict, vocab_size: int) -> tuple[Mo
         params["lm_head"] = {"kernel": jnp.concatenate(
             [head, jnp.broadcast_to(head.mean(1, keepdims=True), (head.shape[0], extra))], axis=1)}
     return config.replace(vocab_size=vocab_size), params
+
+
+def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """Load an HF tokenizer folder: ours (and any plain fast tokenizer) as
+    ``PreTrainedTokenizerFast``, so a ``config.json`` naming a model family cannot swap in
+    that family's tokenizer class; anything else via ``AutoTokenizer``."""
+    path = Path(path)
+    config_file = path / "tokenizer_config.json"
+    if not (path / "tokenizer.json").exists() and not config_file.exists():
+        raise FileNotFoundError(f"{path} is not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    if config.get("tokenizer_class") in (None, "PreTrainedTokenizerFast", "TokenizersBackend") \
+            and (path / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path))

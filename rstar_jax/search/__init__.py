@@ -1,6 +1,6 @@
 """Search: the batched tree (device), the MCTS driver and baselines (host), tree records."""
 from rstar_jax.search.config import SearchConfig
-from rstar_jax.search.proposer import ProposalRequest, Proposer, StepCandidate
+from rstar_jax.search.types import ProposalRequest, Proposer, StepCandidate
 from rstar_jax.search.records import (
     NodeRecord, TreeRecord, is_correct_path, mean_q, min_q, path_to, read_records, record_from_tree,
     trajectories, trajectory_steps, write_records,

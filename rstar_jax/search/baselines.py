@@ -22,7 +22,7 @@ from rstar_jax.search.config import SearchConfig
 from rstar_jax.search.expand import ExpandSettings, NodeInfo, Scorer, expand, path_infos
 from rstar_jax.search.mcts import (SearchStats, TimedSandbox, answer_value, make_record, score_children,
                                    search_meta)
-from rstar_jax.search.proposer import ProposalRequest, Proposer
+from rstar_jax.search.types import ProposalRequest, Proposer
 from rstar_jax.search.records import TreeRecord
 
 

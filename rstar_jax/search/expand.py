@@ -13,7 +13,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from rstar_jax import steps as fmt
-from rstar_jax.search.proposer import StepCandidate
+from rstar_jax.search.types import StepCandidate
 
 
 @dataclasses.dataclass

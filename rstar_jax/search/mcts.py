@@ -21,7 +21,7 @@ from rstar_jax.data.problems import Problem
 from rstar_jax.search import tree as T
 from rstar_jax.search.config import SearchConfig
 from rstar_jax.search.expand import SQUASH, ExpandSettings, NodeInfo, Scorer, expand, path_infos
-from rstar_jax.search.proposer import ProposalRequest, Proposer
+from rstar_jax.search.types import ProposalRequest, Proposer
 from rstar_jax.search.records import TreeRecord, record_from_tree
 
 

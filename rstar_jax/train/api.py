@@ -1,7 +1,7 @@
 """Folder-level training: HF checkpoint + data files in, HF checkpoint (``OUT/hf``) out.
 
 Data files may be tree records (``search`` output; extracted on the fly) or the
-``sft.jsonl`` / ``pairs.jsonl`` written by ``rstar_jax.data.extract``; each
+``sft.jsonl`` / ``pairs.jsonl`` written by ``rstar_jax.train.examples``; each
 file's kind is read from its first record.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from rstar_jax.data.extract import ExtractConfig, extract, read_pairs, read_sft, tree_files
+from rstar_jax.train.examples import ExtractConfig, extract, read_pairs, read_sft, tree_files
 from rstar_jax.search.records import read_records
 from rstar_jax.train.config import RewardConfig, SFTConfig
 from rstar_jax.train.reward import train_reward_model
@@ -81,7 +81,7 @@ def export_hf(config, params, init_dir: str, out_dir: str) -> str:
 
 
 def _load(init_dir: str):
-    from rstar_jax.data.domain_tokenizer import load_tokenizer
+    from rstar_jax.models.tokenizer import load_tokenizer
     from rstar_jax.models import load_hf
 
     return load_hf(init_dir), load_tokenizer(init_dir)

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rstar_jax.data.extract import PairGroup, SFTExample
+from rstar_jax.train.examples import PairGroup, SFTExample
 from rstar_jax.sequences import common_prefix
 
 Rows = dict[str, np.ndarray]  # name -> [R, ...] arrays of one epoch

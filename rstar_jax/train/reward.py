@@ -14,7 +14,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from rstar_jax.data.extract import PairGroup
+from rstar_jax.train.examples import PairGroup
 from rstar_jax.models import ModelConfig, init_value_head
 from rstar_jax.train.batching import RowStream, check_vocab, encode_groups, group_caps, pack_groups
 from rstar_jax.train.config import RewardConfig

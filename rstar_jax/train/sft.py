@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from rstar_jax.data.extract import ExtractConfig, SFTExample, sft_examples
+from rstar_jax.train.examples import ExtractConfig, SFTExample, sft_examples
 from rstar_jax.models import ModelConfig
 from rstar_jax.search.records import TreeRecord
 from rstar_jax.train.batching import EncodedSFT, RowStream, check_vocab, encode_sft, pack_sft

@@ -31,10 +31,10 @@ from fractions import Fraction
 from typing import Mapping, Sequence
 
 from rstar_jax.data.problems import Problem, last_boxed
-from rstar_jax.data.synthetic import (
+from rstar_jax.domain.synthetic import (
     FINAL_CODE, OPS, code_for, execute_trusted, operand_slips, plan_of, question_numbers, step_text,
 )
-from rstar_jax.search.proposer import ProposalRequest, StepCandidate
+from rstar_jax.search.types import ProposalRequest, StepCandidate
 from rstar_jax.steps import (
     END_OF_ANSWER, END_OF_CODE, END_OF_STEP, OUTPUT_CLOSE, OUTPUT_OPEN, answer_step, output_block,
     path_program,

@@ -3,11 +3,33 @@ from __future__ import annotations
 
 import dataclasses
 
-from rstar_jax.data.extract import ExtractConfig
-from rstar_jax.evaluate import EvalConfig
-from rstar_jax.models.base import BaseModelSpec
+from rstar_jax.train.examples import ExtractConfig
+from rstar_jax.evolve.evaluate import EvalConfig
 from rstar_jax.search.config import SearchConfig
-from rstar_jax.train.config import RewardConfig, SFTConfig
+from rstar_jax.train.config import CopyWarmupConfig, RewardConfig, SFTConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseModelSpec:
+    """init:      HF folder of a pretrained base model; None trains from scratch.
+    tokenizer: HF tokenizer folder (default: the one in ``init``, or a new domain tokenizer).
+    The size fields apply only when training from scratch.
+    tie_word_embeddings: share the input embedding and the LM head (as small Qwen2 models do).
+    copy_warmup: train a from-scratch model to copy before it is saved (``steps: 0`` skips it)."""
+
+    init: str | None = None
+    tokenizer: str | None = None
+    dtype: str = "float32"
+    vocab_size: int = 512
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_position_embeddings: int = 1024
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
+    copy_warmup: CopyWarmupConfig = CopyWarmupConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +92,6 @@ class EvolveConfig:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
 
     def bootstrap_kwargs(self) -> dict:
-        from rstar_jax.data.bootstrap import ErrorRates
+        from rstar_jax.domain.bootstrap import ErrorRates
         rates = {tier: ErrorRates.split(p) for tier, p in enumerate(self.bootstrap_error_rates, start=1)}
         return {"error_rates": rates, "seed": self.seed}

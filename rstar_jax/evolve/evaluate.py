@@ -105,9 +105,9 @@ def _matched_chains(tokens: dict, cap: int) -> int:
 def evaluate_round(policy_dir: str, ppm_dir: str | None, problems: Sequence, cfg: EvalConfig,
                    out_dir: str, seed: int = 0) -> dict:
     """Load a round's checkpoints and evaluate them; metrics also go to ``out_dir/metrics.json``."""
-    from rstar_jax.search.loading import load_proposer, load_scorer
+    from rstar_jax.search.loading import load_policy, load_scorer
 
-    proposer = load_proposer(policy_dir, problems, cfg.mcts)
+    proposer = load_policy(policy_dir, cfg.mcts)
     scorer = load_scorer(ppm_dir) if ppm_dir else None
     metrics = evaluate(proposer, scorer, problems, cfg, seed, out_dir)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:

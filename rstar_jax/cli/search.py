@@ -37,7 +37,8 @@ def _search(args) -> int:
     from rstar_jax.data.problems import load_problems
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.answers import is_solved
-    from rstar_jax.search.loading import load_proposer, load_scorer
+    from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.mcts import run_mcts
     from rstar_jax.search.records import write_records
 
@@ -63,7 +64,8 @@ def _solve(args) -> int:
     from rstar_jax.data.problems import Problem
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.answers import select
-    from rstar_jax.search.loading import load_proposer, load_scorer
+    from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.mcts import run_mcts
     from rstar_jax.search.records import trajectories, trajectory_steps
 

@@ -11,13 +11,13 @@ import sys
 
 # (module, attribute) providing add_parser(subparsers); imported lazily so --help stays fast.
 _COMMANDS = [
-    ("rstar_jax.models.cli", "add_info_parser"),
-    ("rstar_jax.models.cli", "add_convert_parser"),
-    ("rstar_jax.search.cli", "add_parser"),
-    ("rstar_jax.train.cli", "add_extract_parser"),
-    ("rstar_jax.train.cli", "add_train_policy_parser"),
-    ("rstar_jax.train.cli", "add_train_ppm_parser"),
-    ("rstar_jax.evolve_cli", "add_parser"),
+    ("rstar_jax.cli.models", "add_info_parser"),
+    ("rstar_jax.cli.models", "add_convert_parser"),
+    ("rstar_jax.cli.search", "add_parser"),
+    ("rstar_jax.cli.train", "add_extract_parser"),
+    ("rstar_jax.cli.train", "add_train_policy_parser"),
+    ("rstar_jax.cli.train", "add_train_ppm_parser"),
+    ("rstar_jax.cli.evolve", "add_parser"),
 ]
 # `rstar-jax bench <what> ...` runs rstar_jax.bench.<what>.main(argv); each has its own --help.
 _BENCH = {

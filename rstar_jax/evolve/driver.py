@@ -17,10 +17,10 @@ import time
 
 from rstar_jax.config import save_config
 from rstar_jax.data.problems import Problem, load_problems, save_problems
-from rstar_jax.evolve_config import EvolveConfig
+from rstar_jax.evolve.config import EvolveConfig
 from rstar_jax.search.config import SearchConfig
 from rstar_jax.search.records import read_records, write_records
-from rstar_jax.workdir import WorkDir, atomic_write_json
+from rstar_jax.evolve.workdir import WorkDir, atomic_write_json
 
 
 def log(msg: str) -> None:
@@ -36,7 +36,7 @@ def prepare_problems(cfg: EvolveConfig, wd: WorkDir) -> tuple[list[Problem], lis
                 train = load_problems(d.train_file)
                 test = load_problems(d.test_file) if d.test_file else []
             else:
-                from rstar_jax.data.synthetic import make_splits
+                from rstar_jax.domain.synthetic import make_splits
                 train, test = make_splits(cfg.seed, d.n_train_per_tier, d.n_test_per_tier, tuple(d.tiers))
             save_problems(train, os.path.join(tmp, "train.jsonl"))
             save_problems(test, os.path.join(tmp, "test.jsonl"))
@@ -55,7 +55,7 @@ def prepare_base(cfg: EvolveConfig, wd: WorkDir, train: list[Problem]) -> str:
     """The base model folder (HF format + tokenizer): from ``model.init`` or from scratch."""
     if not wd.done("base"):
         with wd.unit("base") as tmp:
-            from rstar_jax.models.base import build_base_model
+            from rstar_jax.evolve.base_model import build_base_model
             info = build_base_model(cfg.model, train, tmp, seed=cfg.seed)
             atomic_write_json(os.path.join(tmp, "info.json"), info)
         log(f"base model: {wd.info('base')}")
@@ -78,7 +78,7 @@ def round_problems(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem])
         return train
     from collections import Counter
 
-    from rstar_jax.data.extract import read_sft
+    from rstar_jax.train.examples import read_sft
     have = Counter(x.problem_id for x in read_sft(wd.path(f"round{r - 1}/data", "sft.jsonl")))
     tie = {p.id: hashlib.sha1(f"{cfg.seed}/{r}/{p.id}".encode()).hexdigest() for p in train}
     return sorted(train, key=lambda p: (have[p.id], tie[p.id]))[:limit]
@@ -86,7 +86,7 @@ def round_problems(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem])
 
 def search_round(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem]) -> list:
     """All shards of round r (claiming unfinished ones), then every shard's records in order."""
-    from rstar_jax.search.loading import round_searchers
+    from rstar_jax.evolve.loading import round_searchers
 
     train = round_problems(cfg, wd, r, train)
     scfg = round_search_config(cfg, r)
@@ -155,7 +155,7 @@ def extract_round(cfg: EvolveConfig, wd: WorkDir, r: int, records) -> str:
     round's data for problems this round did not cover, so the data set only grows)."""
     name = f"round{r}/data"
     if not wd.done(name):
-        from rstar_jax.data.extract import extract, read_pairs, read_sft, write_pairs, write_sft
+        from rstar_jax.train.examples import extract, read_pairs, read_sft, write_pairs, write_sft
         with wd.unit(name) as tmp:
             sft, pairs, stats = extract(records, cfg.extract)
             solved = sum(any(n.correct for n in rec.nodes) for rec in records) / max(len(records), 1)
@@ -216,8 +216,8 @@ def _portable(info: dict) -> dict:
 # --- the loop ------------------------------------------------------------------------------
 def run(cfg: EvolveConfig, out: str) -> dict:
     """Run (or resume) every round; returns the report."""
-    from rstar_jax.evaluate import evaluate_round
-    from rstar_jax.report import write_report
+    from rstar_jax.evolve.evaluate import evaluate_round
+    from rstar_jax.evolve.report import write_report
 
     wd = WorkDir(out)
     _check_config(cfg, wd)

@@ -1,4 +1,7 @@
-"""The policy model as a step proposer: k sampled next steps per leaf, one engine call per batch.
+"""Adapters from the engine to search's interfaces: the policy as a ``Proposer`` and the
+PPM as a ``Scorer``.
+
+The policy proposes k sampled next steps per leaf, one engine call per batch.
 
 Each candidate's KV (prompt + step) is kept in a byte-bounded LRU cache keyed by
 its parent's path and its text; when the search later expands that child, only
@@ -10,9 +13,11 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
+import numpy as np
+
 from rstar_jax.engine.engine import Engine, Prefix
 from rstar_jax.engine.prefix_lru import PrefixLRU
-from rstar_jax.search.proposer import ProposalRequest, StepCandidate
+from rstar_jax.search.types import ProposalRequest, StepCandidate
 from rstar_jax.steps import STEP_STOPS, build_prompt
 
 
@@ -74,3 +79,16 @@ class PolicyProposer:
         if entry:
             self._cache.put(key, entry)
         return prefix
+
+
+class PPMScorer:
+    """The Scorer protocol over the engine's batched, bucketed PPM scoring."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def score(self, questions: Sequence[str], paths: Sequence[Sequence[str]]) -> np.ndarray:
+        texts = [build_prompt(q) + "".join(p) for q, p in zip(questions, paths)]
+        # paths that differ only in their last step (siblings) share the rest's computation
+        groups = [(q, tuple(p[:-1])) for q, p in zip(questions, paths)]
+        return np.asarray(self.engine.score(texts, groups=groups), np.float64)

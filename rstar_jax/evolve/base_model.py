@@ -15,40 +15,19 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from rstar_jax.domain.synthetic import reference_solution
+from rstar_jax.domain.tokenizer import save_tokenizer, train_domain_tokenizer
+from rstar_jax.evolve.config import BaseModelSpec
 from rstar_jax.models.config import ModelConfig
-from rstar_jax.train.config import CopyWarmupConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class BaseModelSpec:
-    """init:      HF folder of a pretrained base model; None trains from scratch.
-    tokenizer: HF tokenizer folder (default: the one in ``init``, or a new domain tokenizer).
-    The size fields apply only when training from scratch.
-    tie_word_embeddings: share the input embedding and the LM head (as small Qwen2 models do).
-    copy_warmup: train a from-scratch model to copy before it is saved (``steps: 0`` skips it)."""
-
-    init: str | None = None
-    tokenizer: str | None = None
-    dtype: str = "float32"
-    vocab_size: int = 512
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    max_position_embeddings: int = 1024
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = True
-    copy_warmup: CopyWarmupConfig = CopyWarmupConfig()
+from rstar_jax.models.hf_io import load_hf, save_hf
+from rstar_jax.models.tokenizer import add_step_tokens, load_tokenizer
+from rstar_jax.models.transformer import init_params
+from rstar_jax.steps import build_prompt
+from rstar_jax.train.copy_warmup import copy_warmup
 
 
 def build_base_model(spec: BaseModelSpec, problems: Sequence, out_dir: str, seed: int = 0) -> dict:
     """Write the base model + tokenizer to ``out_dir``; return a summary."""
-    from rstar_jax.data.domain_tokenizer import load_tokenizer, save_tokenizer, train_domain_tokenizer
-    from rstar_jax.models.hf_io import load_hf, save_hf
-    from rstar_jax.models.tokenizer import add_step_tokens
-    from rstar_jax.models.transformer import init_params
-
     if spec.init:
         config, params = load_hf(spec.init, dtype=spec.dtype)
         tokenizer = load_tokenizer(spec.tokenizer or spec.init)
@@ -68,7 +47,6 @@ def build_base_model(spec: BaseModelSpec, problems: Sequence, out_dir: str, seed
         params = init_params(config, jax.random.key(seed))
         source = "scratch"
         if spec.copy_warmup.steps:
-            from rstar_jax.train.copy_warmup import copy_warmup
             ordinary = np.setdiff1d(np.arange(config.vocab_size), tokenizer.all_special_ids)
             config, params = copy_warmup((config, params), ordinary, os.path.join(out_dir, "copy_warmup"),
                                          dataclasses.replace(spec.copy_warmup, seed=seed))
@@ -80,9 +58,6 @@ def build_base_model(spec: BaseModelSpec, problems: Sequence, out_dir: str, seed
 
 def _corpus(problems: Sequence) -> list[str]:
     """Prompts plus reference solutions of the synthetic domain: what the policy will read and write."""
-    from rstar_jax.data.synthetic import reference_solution
-    from rstar_jax.steps import build_prompt
-
     texts = []
     for p in problems:
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from rstar_jax.steps import SPECIAL_TOKENS
 
@@ -63,18 +63,3 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | os.PathLik
     config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     special = {"pad_token": PAD, "eos_token": EOS, "additional_special_tokens": list(SPECIAL_TOKENS)}
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-
-
-def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
-    """Load an HF tokenizer folder: ours (and any plain fast tokenizer) as
-    ``PreTrainedTokenizerFast``, so a ``config.json`` naming a model family cannot swap in
-    that family's tokenizer class (DESIGN.md §13); anything else via ``AutoTokenizer``."""
-    path = Path(path)
-    config_file = path / "tokenizer_config.json"
-    if not (path / "tokenizer.json").exists() and not config_file.exists():
-        raise FileNotFoundError(f"{path} is not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
-    config = json.loads(config_file.read_text()) if config_file.exists() else {}
-    if config.get("tokenizer_class") in (None, "PreTrainedTokenizerFast", "TokenizersBackend") \
-            and (path / "tokenizer.json").exists():
-        return PreTrainedTokenizerFast.from_pretrained(str(path))
-    return AutoTokenizer.from_pretrained(str(path))

@@ -5,7 +5,7 @@ import json
 import os
 from typing import Any, Sequence
 
-from rstar_jax.workdir import atomic_write_json, atomic_write_text
+from rstar_jax.evolve.workdir import atomic_write_json, atomic_write_text
 
 COLUMNS = [("round", "round"), ("policy_greedy_acc", "policy greedy"), ("mcts_ppm_acc", "MCTS+PPM"),
            ("bon_orm_acc", "best-of-N+ORM"), ("sc_acc", "self-consistency"),

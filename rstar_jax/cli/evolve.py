@@ -7,8 +7,8 @@ import os
 
 def _evolve(args) -> int:
     from rstar_jax.config import load_config
-    from rstar_jax.evolve import run
-    from rstar_jax.evolve_config import EvolveConfig
+    from rstar_jax.evolve.driver import run
+    from rstar_jax.evolve.config import EvolveConfig
 
     cfg = load_config(EvolveConfig, args.config, args.overrides)
     run(cfg, args.out)
@@ -19,8 +19,9 @@ def _evolve(args) -> int:
 def _eval(args) -> int:
     from rstar_jax.config import load_config
     from rstar_jax.data.problems import load_problems
-    from rstar_jax.evaluate import EvalConfig, evaluate
-    from rstar_jax.search.loading import load_proposer, load_scorer
+    from rstar_jax.evolve.evaluate import EvalConfig, evaluate
+    from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.search.loading import load_scorer
 
     overrides = [*args.overrides, f"methods=[{','.join(args.method)}]"]
     cfg = load_config(EvalConfig, args.config, overrides)

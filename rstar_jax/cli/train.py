@@ -15,7 +15,7 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
 def _train_args(p: argparse.ArgumentParser, what: str) -> None:
     _common(p, what)
     p.epilog = ("Overrides named extract.KEY=VALUE (e.g. extract.min_edit_distance=3) set how tree "
-                "records become training data (rstar_jax.data.extract.ExtractConfig).")
+                "records become training data (rstar_jax.train.examples.ExtractConfig).")
     p.add_argument("--init", required=True, metavar="DIR", help="HF folder (model + tokenizer) to start from")
     p.add_argument("--out", required=True, metavar="DIR", help="output: hf/, metrics, summary.json")
     p.add_argument("--ckpt", metavar="DIR", help="orbax checkpoints, resumed if present (default OUT/ckpt)")
@@ -37,7 +37,7 @@ def _train_configs(cls, args):
     """(training config, ExtractConfig) of a training command: its ``extract.KEY=VALUE`` overrides
     set how tree records given as --trees are extracted, the rest the training config."""
     from rstar_jax.config import load_config
-    from rstar_jax.data.extract import ExtractConfig
+    from rstar_jax.train.examples import ExtractConfig
 
     extract = [o for o in args.overrides if o.startswith("extract.")]
     return (_config(cls, args, [o for o in args.overrides if o not in extract]),
@@ -74,7 +74,7 @@ def _run_reward(args) -> int:
 
 
 def _run_extract(args) -> int:
-    from rstar_jax.data.extract import ExtractConfig, run_extract
+    from rstar_jax.train.examples import ExtractConfig, run_extract
 
     stats = run_extract(args.trees, args.out, _config(ExtractConfig, args))
     print(json.dumps(stats, indent=2))
@@ -104,7 +104,7 @@ def add_extract_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "extract", help="SFT examples and PPM pairs from search trees",
         description="Write OUT/sft.jsonl, OUT/pairs.jsonl and OUT/stats.json from tree records "
-                    "(settings: rstar_jax.data.extract.ExtractConfig).")
+                    "(settings: rstar_jax.train.examples.ExtractConfig).")
     _common(p, "tree")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=_run_extract)

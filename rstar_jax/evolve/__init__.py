@@ -1,0 +1,1 @@
+"""Self-evolution: the round driver, its config, evaluation, report, run folder and loading."""

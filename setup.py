@@ -1,22 +1,35 @@
 """rstar_jax: rStar-Math (self-evolved deep thinking for small LMs) in JAX/Flax."""
+
 from setuptools import find_packages, setup
 
 setup(
     name="rstar_jax",
     version="0.1.0",
     description="JAX/Flax reimplementation of rStar-Math: MCTS over code-augmented steps, "
-                "process preference models and self-evolution",
+    "process preference models and self-evolution",
     # Kernels install as rstar_jax.kernels: a top-level `kernels` would shadow the one transformers imports.
     packages=find_packages(include=["rstar_jax", "rstar_jax.*"]),
     python_requires=">=3.10",
-    # A set proven together on Python 3.11 (DESIGN.md §13); flax releases break on newer jax.
+    # A set proven together on Python 3.11 (docs/DESIGN.md §11); flax releases break on newer jax.
     install_requires=[
-        "jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11", "flax>=0.12.8,<0.13",
-        "optax>=0.2.8", "orbax-checkpoint>=0.12.8", "transformers>=5.0", "tokenizers>=0.21",
-        "safetensors>=0.5", "ml_dtypes>=0.5", "sympy>=1.13", "numpy>=2.0", "tqdm>=4.66",
-        "pyyaml>=6.0", "matplotlib>=3.8", "tensorboardX>=2.6",
+        "jax>=0.10.2,<0.11",
+        "jaxlib>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "transformers>=5.0",
+        "tokenizers>=0.21",
+        "safetensors>=0.5",
+        "ml_dtypes>=0.5",
+        "sympy>=1.13",
+        "numpy>=2.0",
+        "tqdm>=4.66",
+        "pyyaml>=6.0",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6",
     ],
-    extras_require={"test": ["pytest>=8.0", "torch==2.13.0"]},
+    # ruff pinned: its formatter's output is part of the test command
+    extras_require={"test": ["pytest>=8.0", "torch==2.13.0", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["rstar-jax=rstar_jax.cli:main"]},
     include_package_data=True,
 )

@@ -21,6 +21,7 @@ settings (bootstrap_search; change any with --set).
     python experiments/code_vs_nl.py --base BASE_HF --train-data train.jsonl --data test.jsonl \\
         --config configs/demo.yaml --out runs/ablations/code_vs_nl
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,24 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (add_config_args, add_io_args, bar_plot, greedy_eval, held_out_problems,  # noqa: E402
-                    run_config, train_fresh, write_outputs)
+from common import (  # noqa: E402
+    add_config_args,
+    add_io_args,
+    bar_plot,
+    greedy_eval,
+    held_out_problems,
+    run_config,
+    train_fresh,
+    write_outputs,
+)
 
-QUICK = ("sft.steps=2", "sft.batch_size=4", "bootstrap_search.rollouts=2", "eval.mcts.max_step_tokens=24",
-         "eval.mcts.max_depth=6")
+QUICK = (
+    "sft.steps=2",
+    "sft.batch_size=4",
+    "bootstrap_search.rollouts=2",
+    "eval.mcts.max_step_tokens=24",
+    "eval.mcts.max_depth=6",
+)
 STYLES = {"code": "code-augmented, executed", "nl": "natural language, not executed"}
 
 
@@ -46,15 +60,15 @@ def main(argv=None) -> dict:
     if args.quick:
         args.limit, args.train_limit = args.limit or 2, args.train_limit or 12
 
-    from rstar_jax.domain.bootstrap import BootstrapProposer
-    from rstar_jax.train.examples import extract, write_sft
     from rstar_jax.data.problems import load_problems
+    from rstar_jax.domain.bootstrap import BootstrapProposer
+    from rstar_jax.evolve.loading import load_proposer
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.expand import NoExecution
-    from rstar_jax.evolve.loading import load_proposer
     from rstar_jax.search.mcts import run_mcts
     from rstar_jax.search.records import write_records
     from rstar_jax.train.api import train_policy_folder
+    from rstar_jax.train.examples import extract, write_sft
 
     base = args.base or (args.run and os.path.join(args.run, "base"))
     train_file = args.train_data or (args.run and os.path.join(args.run, "problems", "train.jsonl"))
@@ -69,7 +83,7 @@ def main(argv=None) -> dict:
     result = {"problems": len(problems), "train_problems": len(train), "styles": {}}
     data_dir = os.path.join(args.out, "data")
     for style in STYLES:
-        with (Sandbox() if style == "code" else NoExecution()) as executor:
+        with Sandbox() if style == "code" else NoExecution() as executor:
             generator = BootstrapProposer(train + problems, **cfg.bootstrap_kwargs(), style=style)
             records, st = run_mcts(train, generator, executor, search_cfg, progress=False)
             write_records(os.path.join(data_dir, f"trees_{style}.jsonl"), records)
@@ -77,25 +91,56 @@ def main(argv=None) -> dict:
             if not sft:
                 raise SystemExit(f"the {style} search solved no training problem")
             write_sft(sft, os.path.join(data_dir, f"sft_{style}.jsonl"))
-            hf = train_fresh(train_policy_folder, os.path.join(data_dir, f"sft_{style}.jsonl"), base,
-                             os.path.join(args.out, "models", style), cfg.sft, args.seed)
+            hf = train_fresh(
+                train_policy_folder,
+                os.path.join(data_dir, f"sft_{style}.jsonl"),
+                base,
+                os.path.join(args.out, "models", style),
+                cfg.sft,
+                args.seed,
+            )
             result["styles"][style] = {
-                "train_solved": stats["problems_with_sft"] / len(train), "sft_examples": len(sft),
+                "train_solved": stats["problems_with_sft"] / len(train),
+                "sft_examples": len(sft),
                 "search_tokens": st.tokens / len(train),
                 "generator_chain": greedy_eval(generator, problems, search_cfg, executor),
-                "policy_greedy": greedy_eval(load_proposer(hf, problems, eval_cfg), problems, eval_cfg, executor)}
+                "policy_greedy": greedy_eval(load_proposer(hf, problems, eval_cfg), problems, eval_cfg, executor),
+            }
 
-    rows = [[STYLES[k], s["train_solved"], s["sft_examples"], s["search_tokens"], s["generator_chain"]["acc"],
-             s["policy_greedy"]["acc"]] for k, s in result["styles"].items()]
-    notes = [f"Round-1 MCTS ({search_cfg.rollouts} rollouts, {search_cfg.candidates} candidates) on {len(train)} "
-             f"training problems per style; policies trained from {base}; {len(problems)} held-out problems."]
-    write_outputs(args.out, "code_vs_nl", "Code-augmented vs natural-language steps",
-                  ["steps", "train solved", "SFT examples", "search tokens", "generator chain acc",
-                   "policy greedy acc"], rows, result, args, notes)
-    bar_plot(os.path.join(args.out, "code_vs_nl.png"), "Code-augmented vs natural-language steps",
-             ["train problems solved", "generator, one chain", "policy greedy"],
-             {STYLES[k]: [s["train_solved"], s["generator_chain"]["acc"], s["policy_greedy"]["acc"]]
-              for k, s in result["styles"].items()})
+    rows = [
+        [
+            STYLES[k],
+            s["train_solved"],
+            s["sft_examples"],
+            s["search_tokens"],
+            s["generator_chain"]["acc"],
+            s["policy_greedy"]["acc"],
+        ]
+        for k, s in result["styles"].items()
+    ]
+    notes = [
+        f"Round-1 MCTS ({search_cfg.rollouts} rollouts, {search_cfg.candidates} candidates) on {len(train)} "
+        f"training problems per style; policies trained from {base}; {len(problems)} held-out problems."
+    ]
+    write_outputs(
+        args.out,
+        "code_vs_nl",
+        "Code-augmented vs natural-language steps",
+        ["steps", "train solved", "SFT examples", "search tokens", "generator chain acc", "policy greedy acc"],
+        rows,
+        result,
+        args,
+        notes,
+    )
+    bar_plot(
+        os.path.join(args.out, "code_vs_nl.png"),
+        "Code-augmented vs natural-language steps",
+        ["train problems solved", "generator, one chain", "policy greedy"],
+        {
+            STYLES[k]: [s["train_solved"], s["generator_chain"]["acc"], s["policy_greedy"]["acc"]]
+            for k, s in result["styles"].items()
+        },
+    )
     return result
 
 

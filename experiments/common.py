@@ -2,6 +2,7 @@
 settings from the run's config (or a YAML) plus overrides, training into a fresh folder, the
 evaluation helpers, and outputs as a markdown table, JSON and a plot, each stating the
 configuration and seed."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,11 @@ MODEL_HELP = {
 
 
 def add_io_args(p: argparse.ArgumentParser, models: Sequence[str] = ("policy", "ppm")) -> None:
-    p.add_argument("--run", help="an `rstar-jax evolve` output folder: its checkpoints, trees and "
-                                 "held-out problems are used unless given below")
+    p.add_argument(
+        "--run",
+        help="an `rstar-jax evolve` output folder: its checkpoints, trees and "
+        "held-out problems are used unless given below",
+    )
     for name in models:
         p.add_argument(f"--{name}", help=MODEL_HELP[name])
     p.add_argument("--data", help="held-out problem file (jsonl/json)")
@@ -32,10 +36,19 @@ def add_io_args(p: argparse.ArgumentParser, models: Sequence[str] = ("policy", "
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="EvolveConfig YAML for the training, extraction and search settings "
-                                    "(default: the run's config.yaml, else the library defaults)")
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="overrides of that config, e.g. sft.steps=200 ppm.lr=1e-4 eval.mcts.rollouts=4")
+    p.add_argument(
+        "--config",
+        help="EvolveConfig YAML for the training, extraction and search settings "
+        "(default: the run's config.yaml, else the library defaults)",
+    )
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of that config, e.g. sft.steps=200 ppm.lr=1e-4 eval.mcts.rollouts=4",
+    )
 
 
 def run_config(args, quick: Sequence[str] = ()):
@@ -43,24 +56,28 @@ def run_config(args, quick: Sequence[str] = ()):
     ``--quick`` mode, then ``--set``."""
     from rstar_jax.config import load_config
     from rstar_jax.evolve.config import EvolveConfig
+
     path = args.config or (os.path.join(args.run, "config.yaml") if args.run else None)
     return load_config(EvolveConfig, path, [*(quick if args.quick else ()), *args.set])
 
 
 def last_round(run: str) -> int:
     from rstar_jax.evolve.report import load_report
+
     return load_report(run)["rounds"][-1]["round"]
 
 
 def held_out_problems(args) -> list:
     """``--data``, else the run's held-out evaluation problems; first ``--limit``."""
     from rstar_jax.data.problems import load_problems
+
     if args.data:
         problems = load_problems(args.data)
     elif args.run:
         from rstar_jax.config import load_config
-        from rstar_jax.evolve.driver import eval_problems
         from rstar_jax.evolve.config import EvolveConfig
+        from rstar_jax.evolve.driver import eval_problems
+
         cfg = load_config(EvolveConfig, os.path.join(args.run, "config.yaml"))
         problems = eval_problems(cfg, load_problems(os.path.join(args.run, "problems", "test.jsonl")))
     else:
@@ -106,20 +123,36 @@ def mcts_eval(proposer, scorer, problems: Sequence, cfg, sandbox) -> dict:
 
 def _evaluate(method: str, proposer, scorer, problems: Sequence, cfg, sandbox) -> dict:
     from rstar_jax.evolve.evaluate import EvalConfig, evaluate
-    return evaluate(proposer, scorer, problems, EvalConfig(mcts=cfg, methods=(method,)), cfg.seed,
-                    sandbox=sandbox, progress=False)
+
+    return evaluate(
+        proposer, scorer, problems, EvalConfig(mcts=cfg, methods=(method,)), cfg.seed, sandbox=sandbox, progress=False
+    )
 
 
-def write_outputs(out: str, name: str, title: str, header: Sequence[str], rows: Sequence[Sequence],
-                  result: dict, args, notes: Sequence[str] = ()) -> None:
+def write_outputs(
+    out: str,
+    name: str,
+    title: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence],
+    result: dict,
+    args,
+    notes: Sequence[str] = (),
+) -> None:
     os.makedirs(out, exist_ok=True)
     meta = {"command": " ".join(sys.argv), "args": vars(args), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump({**result, "meta": meta}, f, indent=2, default=str)
     seeds = getattr(args, "seeds", None)
     which = f"seeds {seeds}" if seeds else f"seed {args.seed}"
-    lines = [f"# {title}", "", f"Configuration: `{meta['command']}` ({which}).", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"# {title}",
+        "",
+        f"Configuration: `{meta['command']}` ({which}).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     lines += ["", *notes] if notes else []
     with open(os.path.join(out, f"{name}.md"), "w") as f:
@@ -130,6 +163,7 @@ def write_outputs(out: str, name: str, title: str, header: Sequence[str], rows: 
 def bar_plot(path: str, title: str, metrics: Sequence[str], methods: dict[str, Sequence[float | None]]) -> None:
     """Grouped bars: one group per metric (shares in [0, 1], drawn in %), one bar per method."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

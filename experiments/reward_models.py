@@ -17,6 +17,7 @@ settings (changed with --set).
     python experiments/reward_models.py --policy POLICY_HF --trees TREES.jsonl --data test.jsonl \\
         --config configs/demo.yaml --out runs/ablations/reward_models
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,26 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (add_config_args, add_io_args, bar_plot, held_out_problems, last_round,  # noqa: E402
-                    mcts_eval, run_config, train_fresh, write_outputs)
+from common import (  # noqa: E402
+    add_config_args,
+    add_io_args,
+    bar_plot,
+    held_out_problems,
+    last_round,
+    mcts_eval,
+    run_config,
+    train_fresh,
+    write_outputs,
+)
 
-QUICK = ("ppm.steps=2", "ppm.batch_size=4", "eval.mcts.rollouts=1", "eval.mcts.candidates=2",
-         "eval.mcts.max_step_tokens=24", "eval.mcts.max_depth=6")
+QUICK = (
+    "ppm.steps=2",
+    "ppm.batch_size=4",
+    "eval.mcts.rollouts=1",
+    "eval.mcts.candidates=2",
+    "eval.mcts.max_step_tokens=24",
+    "eval.mcts.max_depth=6",
+)
 LABELS = {"ppm": "PPM (pairwise)", "pqm": "PQM (Q regression)", "orm": "ORM (outcome)"}
 
 
@@ -43,8 +59,10 @@ def split_pairs(groups, fraction: float, seed: int) -> tuple[list, list]:
     held = set(np.random.default_rng(seed).permutation(ids)[:n].tolist())
     train = [g for g in groups if g.problem_id not in held]
     if n < 1 or not any(g.kind == "final" for g in train):
-        raise SystemExit(f"too few pairs to hold some out: {len(groups)} groups over {len(ids)} problems "
-                         f"({fraction:.0%} held out); search more problems or rollouts")
+        raise SystemExit(
+            f"too few pairs to hold some out: {len(groups)} groups over {len(ids)} problems "
+            f"({fraction:.0%} held out); search more problems or rollouts"
+        )
     return train, [g for g in groups if g.problem_id in held]
 
 
@@ -61,30 +79,43 @@ def pair_accuracy(engine, groups) -> dict:
             if pos in score and neg in score:
                 wins[g.kind].append(bool(score[pos] > score[neg]))
     mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
-    return {"all": mean(wins["step"] + wins["final"]), "step": mean(wins["step"]), "final": mean(wins["final"]),
-            "pairs": len(wins["step"]) + len(wins["final"]), "texts_too_long": len(texts) - len(fits)}
+    return {
+        "all": mean(wins["step"] + wins["final"]),
+        "step": mean(wins["step"]),
+        "final": mean(wins["final"]),
+        "pairs": len(wins["step"]) + len(wins["final"]),
+        "texts_too_long": len(texts) - len(fits),
+    }
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_io_args(p, models=("policy",))
     add_config_args(p)
-    p.add_argument("--trees", nargs="*", help="tree record files/folders the reward models are trained on "
-                                              "(default: the run's searches of rounds 1..R)")
-    p.add_argument("--round", type=int, help="with --run: trees up to this round, and its policy "
-                                             "(default: the last round)")
-    p.add_argument("--heldout-fraction", type=float, default=0.2,
-                   help="share of the tree problems with pairs whose pairs are held out for pairwise accuracy")
+    p.add_argument(
+        "--trees",
+        nargs="*",
+        help="tree record files/folders the reward models are trained on (default: the run's searches of rounds 1..R)",
+    )
+    p.add_argument(
+        "--round", type=int, help="with --run: trees up to this round, and its policy (default: the last round)"
+    )
+    p.add_argument(
+        "--heldout-fraction",
+        type=float,
+        default=0.2,
+        help="share of the tree problems with pairs whose pairs are held out for pairwise accuracy",
+    )
     p.add_argument("--kinds", default="ppm,pqm,orm", help="reward models to compare")
     args = p.parse_args(argv)
     if args.quick:
         args.limit = args.limit or 2
 
-    from rstar_jax.train.examples import extract, load_trees, write_pairs
-    from rstar_jax.sandbox import Sandbox
     from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.loading import load_scorer
     from rstar_jax.train.api import train_reward_folder
+    from rstar_jax.train.examples import extract, load_trees, write_pairs
     from rstar_jax.train.reward import KINDS
 
     kinds = args.kinds.split(",")
@@ -104,29 +135,64 @@ def main(argv=None) -> dict:
     write_pairs(train, pairs_file)
     rm_cfg = dataclasses.replace(cfg.ppm, eval_fraction=0.0)  # held out above, the same pairs for every kind
     search_cfg = cfg.eval.mcts.replace(mode="ppm", reward="ppm", seed=args.seed)
-    result = {"kinds": kinds, "problems": len(problems), "tree_problems": stats["problems"],
-              "train_pairs": sum(len(g.pairs) for g in train), "heldout_pairs": sum(len(g.pairs) for g in held),
-              "models": {}}
+    result = {
+        "kinds": kinds,
+        "problems": len(problems),
+        "tree_problems": stats["problems"],
+        "train_pairs": sum(len(g.pairs) for g in train),
+        "heldout_pairs": sum(len(g.pairs) for g in held),
+        "models": {},
+    }
     proposer = load_proposer(policy, problems, search_cfg)
     with Sandbox() as sandbox:
         for kind in kinds:
-            hf = train_fresh(train_reward_folder, pairs_file, policy, os.path.join(args.out, "models", kind),
-                             rm_cfg, args.seed, kind=kind)
+            hf = train_fresh(
+                train_reward_folder,
+                pairs_file,
+                policy,
+                os.path.join(args.out, "models", kind),
+                rm_cfg,
+                args.seed,
+                kind=kind,
+            )
             scorer = load_scorer(hf)
-            result["models"][kind] = {"pair_acc": pair_accuracy(scorer.engine, held),
-                                      "mcts": mcts_eval(proposer, scorer, problems, search_cfg, sandbox)}
+            result["models"][kind] = {
+                "pair_acc": pair_accuracy(scorer.engine, held),
+                "mcts": mcts_eval(proposer, scorer, problems, search_cfg, sandbox),
+            }
 
-    rows = [[LABELS[k], m["pair_acc"]["step"], m["pair_acc"]["final"], m["pair_acc"]["all"], m["mcts"]["acc"],
-             m["mcts"]["tokens"]] for k, m in result["models"].items()]
-    notes = [f"Reward models trained on {result['train_pairs']} pairs from {', '.join(trees)}; pairwise accuracy "
-             f"on {result['heldout_pairs']} pairs of held-out tree problems; MCTS on {len(problems)} held-out "
-             f"problems ({search_cfg.rollouts} rollouts, {search_cfg.candidates} candidates). '-': no such pairs."]
-    write_outputs(args.out, "reward_models", "Reward models: PPM vs PQM vs ORM",
-                  ["reward model", "step pair acc", "final pair acc", "all pair acc", "MCTS acc", "MCTS tokens"],
-                  rows, result, args, notes)
-    bar_plot(os.path.join(args.out, "reward_models.png"), "Reward models guiding the same MCTS",
-             ["held-out pair acc", "MCTS accuracy"],
-             {LABELS[k]: [m["pair_acc"]["all"], m["mcts"]["acc"]] for k, m in result["models"].items()})
+    rows = [
+        [
+            LABELS[k],
+            m["pair_acc"]["step"],
+            m["pair_acc"]["final"],
+            m["pair_acc"]["all"],
+            m["mcts"]["acc"],
+            m["mcts"]["tokens"],
+        ]
+        for k, m in result["models"].items()
+    ]
+    notes = [
+        f"Reward models trained on {result['train_pairs']} pairs from {', '.join(trees)}; pairwise accuracy "
+        f"on {result['heldout_pairs']} pairs of held-out tree problems; MCTS on {len(problems)} held-out "
+        f"problems ({search_cfg.rollouts} rollouts, {search_cfg.candidates} candidates). '-': no such pairs."
+    ]
+    write_outputs(
+        args.out,
+        "reward_models",
+        "Reward models: PPM vs PQM vs ORM",
+        ["reward model", "step pair acc", "final pair acc", "all pair acc", "MCTS acc", "MCTS tokens"],
+        rows,
+        result,
+        args,
+        notes,
+    )
+    bar_plot(
+        os.path.join(args.out, "reward_models.png"),
+        "Reward models guiding the same MCTS",
+        ["held-out pair acc", "MCTS accuracy"],
+        {LABELS[k]: [m["pair_acc"]["all"], m["mcts"]["acc"]] for k, m in result["models"].items()},
+    )
     return result
 
 

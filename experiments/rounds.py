@@ -4,6 +4,7 @@ on MATH over rounds 1-4).
 
     python experiments/rounds.py --run runs/demo --out runs/ablations/rounds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,19 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     from rstar_jax.evolve.report import load_report, plot_rounds
+
     rows_in = load_report(args.run)["rounds"]
     keys = ("policy_greedy_acc", "mcts_ppm_acc", "train_solved_share")
     rows = [[r["round"], *(r.get(k) for k in keys)] for r in rows_in]
-    write_outputs(args.out, "rounds", "Accuracy per self-evolution round",
-                  ["round", "policy greedy", "MCTS+PPM", "train solved"], rows, {"rounds": rows_in}, args)
+    write_outputs(
+        args.out,
+        "rounds",
+        "Accuracy per self-evolution round",
+        ["round", "policy greedy", "MCTS+PPM", "train solved"],
+        rows,
+        {"rounds": rows_in},
+        args,
+    )
     plot_rounds(rows_in, os.path.join(args.out, "rounds.png"))
     return {"rounds": rows_in}
 

@@ -17,6 +17,7 @@ sampling draws --chains chains per problem (default rollouts x candidates of tha
     python experiments/sft_source.py --trees TREES.jsonl --generator POLICY_HF --round 2 --base BASE_HF \\
         --data test.jsonl --config configs/demo.yaml --out runs/ablations/sft_source
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,19 +26,35 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (add_config_args, add_io_args, bar_plot, greedy_eval, held_out_problems,  # noqa: E402
-                    last_round, mcts_eval, run_config, train_fresh, write_outputs)
+from common import (  # noqa: E402
+    add_config_args,
+    add_io_args,
+    bar_plot,
+    greedy_eval,
+    held_out_problems,
+    last_round,
+    mcts_eval,
+    run_config,
+    train_fresh,
+    write_outputs,
+)
 
-QUICK = ("sft.steps=2", "sft.batch_size=4", "eval.mcts.rollouts=1", "eval.mcts.candidates=2",
-         "eval.mcts.max_step_tokens=24", "eval.mcts.max_depth=6")
+QUICK = (
+    "sft.steps=2",
+    "sft.batch_size=4",
+    "eval.mcts.rollouts=1",
+    "eval.mcts.candidates=2",
+    "eval.mcts.max_step_tokens=24",
+    "eval.mcts.max_depth=6",
+)
 SOURCES = {"mcts": "MCTS, step-verified", "rejection": "rejection sampling"}
 
 
 def rejection_examples(records, per_problem: int) -> list:
     """Per problem, the first ``per_problem`` distinct chains whose final answer is correct."""
-    from rstar_jax.train.examples import SFTExample
     from rstar_jax.search.records import mean_q, min_q, path_to
     from rstar_jax.steps import build_prompt
+    from rstar_jax.train.examples import SFTExample
 
     out = []
     for rec in records:
@@ -48,8 +65,16 @@ def rejection_examples(records, per_problem: int) -> list:
                 text = "".join(rec.nodes[i].text for i in path)
                 if text not in seen:
                     seen.add(text)
-                    out.append(SFTExample(rec.problem_id, build_prompt(rec.question), text, mean_q(rec, path),
-                                          min_q(rec, path), tuple(path)))
+                    out.append(
+                        SFTExample(
+                            rec.problem_id,
+                            build_prompt(rec.question),
+                            text,
+                            mean_q(rec, path),
+                            min_q(rec, path),
+                            tuple(path),
+                        )
+                    )
     return out
 
 
@@ -57,8 +82,11 @@ def data_stats(examples, records) -> dict:
     """Examples, problems covered, and the share of examples with a step whose code failed."""
     nodes = {r.problem_id: r.nodes for r in records}
     failed = sum(any(not nodes[e.problem_id][i].valid for i in e.nodes) for e in examples)
-    return {"examples": len(examples), "problems": len({e.problem_id for e in examples}),
-            "with_failed_steps": failed / max(len(examples), 1)}
+    return {
+        "examples": len(examples),
+        "problems": len({e.problem_id for e in examples}),
+        "with_failed_steps": failed / max(len(examples), 1),
+    }
 
 
 def main(argv=None) -> dict:
@@ -66,8 +94,11 @@ def main(argv=None) -> dict:
     add_io_args(p, models=("base", "ppm"))
     add_config_args(p)
     p.add_argument("--trees", nargs="*", help="tree records of the MCTS data (default: the run's round R search)")
-    p.add_argument("--generator", help="what searched the trees, for the rejection-sampling chains: a policy "
-                                       "HF folder or 'bootstrap' (default with --run: round R's searcher)")
+    p.add_argument(
+        "--generator",
+        help="what searched the trees, for the rejection-sampling chains: a policy "
+        "HF folder or 'bootstrap' (default with --run: round R's searcher)",
+    )
     p.add_argument("--round", type=int, default=1, help="the round whose search made the trees (its settings)")
     p.add_argument("--chains", type=int, help="rejection-sampling chains per problem (default: rollouts x candidates)")
     p.add_argument("--mcts", action="store_true", help="also evaluate each policy with MCTS guided by the PPM")
@@ -75,15 +106,15 @@ def main(argv=None) -> dict:
     if args.quick:
         args.limit, args.chains = args.limit or 2, args.chains or 4
 
-    from rstar_jax.train.examples import extract, load_trees, write_sft
     from rstar_jax.data.problems import Problem
     from rstar_jax.evolve.driver import round_search_config
+    from rstar_jax.evolve.loading import BOOTSTRAP, load_proposer
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.baselines import run_chains
-    from rstar_jax.evolve.loading import BOOTSTRAP, load_proposer
     from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.records import write_records
     from rstar_jax.train.api import train_policy_folder
+    from rstar_jax.train.examples import extract, load_trees, write_sft
 
     r, run = args.round, args.run
     base = args.base or (run and os.path.join(run, "base"))
@@ -106,39 +137,74 @@ def main(argv=None) -> dict:
         gen = load_proposer(generator, train, scfg, cfg.bootstrap_kwargs())
         sampled, st = run_chains(train, gen, sandbox, scfg, chains, gold=True, progress=False)
         write_records(os.path.join(data_dir, "rejection_trees.jsonl"), sampled)
-        examples = {"mcts": extract(records, cfg.extract)[0],
-                    "rejection": rejection_examples(sampled, cfg.extract.sft_per_problem)}
+        examples = {
+            "mcts": extract(records, cfg.extract)[0],
+            "rejection": rejection_examples(sampled, cfg.extract.sft_per_problem),
+        }
         n = min(len(x) for x in examples.values())
         if n == 0:
             raise SystemExit(f"a source has no correct solution: { {k: len(x) for k, x in examples.items()} }")
         rng = random.Random(args.seed)  # the same number of examples from each source
         examples = {k: [x[i] for i in sorted(rng.sample(range(len(x)), n))] for k, x in examples.items()}
-        tokens = {"mcts": sum(nd.num_tokens for rec in records for nd in rec.nodes) / len(records),
-                  "rejection": st.tokens / len(train)}
+        tokens = {
+            "mcts": sum(nd.num_tokens for rec in records for nd in rec.nodes) / len(records),
+            "rejection": st.tokens / len(train),
+        }
         scorer = load_scorer(ppm) if args.mcts else None
         result = {"problems": len(problems), "train_problems": len(train), "chains": chains, "sources": {}}
         for src, exs in examples.items():
             write_sft(exs, os.path.join(data_dir, f"sft_{src}.jsonl"))
-            hf = train_fresh(train_policy_folder, os.path.join(data_dir, f"sft_{src}.jsonl"), base,
-                             os.path.join(args.out, "models", src), cfg.sft, args.seed)
+            hf = train_fresh(
+                train_policy_folder,
+                os.path.join(data_dir, f"sft_{src}.jsonl"),
+                base,
+                os.path.join(args.out, "models", src),
+                cfg.sft,
+                args.seed,
+            )
             proposer = load_proposer(hf, problems, eval_cfg)
             result["sources"][src] = {
                 "data": {**data_stats(exs, records if src == "mcts" else sampled), "gen_tokens": tokens[src]},
                 "greedy": greedy_eval(proposer, problems, eval_cfg, sandbox),
-                "mcts": mcts_eval(proposer, scorer, problems, eval_cfg, sandbox) if scorer else None}
+                "mcts": mcts_eval(proposer, scorer, problems, eval_cfg, sandbox) if scorer else None,
+            }
 
-    rows = [[SOURCES[k], s["data"]["examples"], s["data"]["problems"], s["data"]["with_failed_steps"],
-             s["data"]["gen_tokens"], s["greedy"]["acc"], s["mcts"] and s["mcts"]["acc"]]
-            for k, s in result["sources"].items()]
-    notes = [f"{len(train)} training problems ({chains} rejection-sampling chains each); policies trained from "
-             f"{base}; evaluated on {len(problems)} held-out problems. Generation tokens: per training problem."]
-    write_outputs(args.out, "sft_source", "SFT data: step-verified MCTS trajectories vs rejection sampling",
-                  ["source", "examples", "problems", "with failed steps", "gen tokens", "greedy acc", "MCTS+PPM acc"],
-                  rows, result, args, notes)
+    rows = [
+        [
+            SOURCES[k],
+            s["data"]["examples"],
+            s["data"]["problems"],
+            s["data"]["with_failed_steps"],
+            s["data"]["gen_tokens"],
+            s["greedy"]["acc"],
+            s["mcts"] and s["mcts"]["acc"],
+        ]
+        for k, s in result["sources"].items()
+    ]
+    notes = [
+        f"{len(train)} training problems ({chains} rejection-sampling chains each); policies trained from "
+        f"{base}; evaluated on {len(problems)} held-out problems. Generation tokens: per training problem."
+    ]
+    write_outputs(
+        args.out,
+        "sft_source",
+        "SFT data: step-verified MCTS trajectories vs rejection sampling",
+        ["source", "examples", "problems", "with failed steps", "gen tokens", "greedy acc", "MCTS+PPM acc"],
+        rows,
+        result,
+        args,
+        notes,
+    )
     metrics = ["greedy accuracy"] + (["MCTS+PPM accuracy"] if args.mcts else [])
-    bar_plot(os.path.join(args.out, "sft_source.png"), "Policies trained on each SFT source", metrics,
-             {SOURCES[k]: [s["greedy"]["acc"]] + ([s["mcts"]["acc"]] if args.mcts else [])
-              for k, s in result["sources"].items()})
+    bar_plot(
+        os.path.join(args.out, "sft_source.png"),
+        "Policies trained on each SFT source",
+        metrics,
+        {
+            SOURCES[k]: [s["greedy"]["acc"]] + ([s["mcts"]["acc"]] if args.mcts else [])
+            for k, s in result["sources"].items()
+        },
+    )
     return result
 
 

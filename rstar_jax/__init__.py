@@ -3,11 +3,29 @@
 Submodules are imported lazily so that light host-side pieces (the sandbox
 worker, grading) never pull in JAX.
 """
+
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("steps", "sequences", "config", "io", "kernels", "models", "engine", "grading", "sandbox", "data",
-               "search", "domain", "train", "evolve", "cli")
+_SUBMODULES = (
+    "steps",
+    "sequences",
+    "config",
+    "io",
+    "lru",
+    "shapes",
+    "kernels",
+    "models",
+    "engine",
+    "grading",
+    "sandbox",
+    "data",
+    "search",
+    "domain",
+    "train",
+    "evolve",
+    "cli",
+)
 
 
 def __getattr__(name):

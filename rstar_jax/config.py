@@ -5,6 +5,7 @@ Nested dataclass fields are addressed with dots. Values are parsed as YAML
 scalars (``true``, ``1e-5``, ``[1, 2]``) and type-checked against the field.
 Unknown keys are errors, never silently ignored.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(tp)
         inner = args[0] if args else Any
-        return tuple(_coerce(v, inner, where) for v in value) if origin is tuple else \
-            [_coerce(v, inner, where) for v in value]
+        return (
+            tuple(_coerce(v, inner, where) for v in value)
+            if origin is tuple
+            else [_coerce(v, inner, where) for v in value]
+        )
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -81,8 +85,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     types_ = _field_types(cls)
     unknown = set(data) - set(types_)
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)} for {cls.__name__}; "
-                          f"known: {sorted(types_)}")
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)} for {cls.__name__}; known: {sorted(types_)}")
     return cls(**{k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()})
 
 
@@ -107,8 +110,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def load_config(cls: type[T], path: str | None = None, overrides: Sequence[str] = (),
-                section: str | None = None) -> T:
+def load_config(cls: type[T], path: str | None = None, overrides: Sequence[str] = (), section: str | None = None) -> T:
     """Build ``cls`` from defaults <- YAML file (optionally one section of it) <- overrides."""
     data: dict[str, Any] = {}
     if path:
@@ -123,8 +125,10 @@ def load_config(cls: type[T], path: str | None = None, overrides: Sequence[str] 
 
 
 def _all_defaulted(cls) -> bool:
-    return all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-               for f in dataclasses.fields(cls))
+    return all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in dataclasses.fields(cls)
+    )
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

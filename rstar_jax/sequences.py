@@ -1,4 +1,5 @@
 """Token-id sequence helpers shared by the engine and the trainers."""
+
 from __future__ import annotations
 
 from typing import Sequence

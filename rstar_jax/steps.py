@@ -1,4 +1,4 @@
-"""The code-augmented step format (DESIGN.md §3), shared by every component.
+"""The code-augmented step format (docs/DESIGN.md §3), shared by every component.
 
 A solution is ``<code>`` followed by steps. A code step is reasoning as ``#``
 comment lines, then Python lines, then ``<end_of_step>``; the last code step
@@ -6,6 +6,7 @@ prints the answer and ends with ``<end_of_code>``. The host appends the code's
 output as ``<output>...<end_of_output>``; the final step is
 ``<answer>...\\boxed{...}<end_of_answer>``.
 """
+
 from __future__ import annotations
 
 END_OF_STEP = "<end_of_step>"
@@ -20,13 +21,24 @@ ASSISTANT = "<|assistant|>"
 
 STEP_STOPS: tuple[str, ...] = (END_OF_STEP, END_OF_CODE, END_OF_ANSWER)
 SPECIAL_TOKENS: tuple[str, ...] = (
-    USER, ASSISTANT, CODE_OPEN, END_OF_STEP, END_OF_CODE,
-    OUTPUT_OPEN, OUTPUT_CLOSE, ANSWER_OPEN, END_OF_ANSWER,
+    USER,
+    ASSISTANT,
+    CODE_OPEN,
+    END_OF_STEP,
+    END_OF_CODE,
+    OUTPUT_OPEN,
+    OUTPUT_CLOSE,
+    ANSWER_OPEN,
+    END_OF_ANSWER,
 )
 
 PROMPT_TEMPLATE = (
-    USER + ":\n{question}\n" + ASSISTANT
-    + ": Let's think step by step and solve the problem with code.\n" + CODE_OPEN + "\n"
+    USER
+    + ":\n{question}\n"
+    + ASSISTANT
+    + ": Let's think step by step and solve the problem with code.\n"
+    + CODE_OPEN
+    + "\n"
 )
 
 

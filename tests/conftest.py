@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random HF checkpoints made with transformers + torch."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,15 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TINY = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+TINY = dict(
+    vocab_size=101,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
 
 
 def make_hf_checkpoint(path, family="qwen2", tie=False, seed=0, **overrides):

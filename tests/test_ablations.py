@@ -1,5 +1,6 @@
 """Ablation scripts 2-4 end to end in --quick mode on a tiny evolve run, their own selection logic,
 and the natural-language variant of the bootstrap proposer (with the NoExecution stand-in)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,12 +12,12 @@ from fractions import Fraction
 import pytest
 
 from rstar_jax.domain.bootstrap import BootstrapProposer, ErrorRates, is_correct, nl_state, sample_solution
-from rstar_jax.train.examples import Candidate, PairGroup
 from rstar_jax.domain.synthetic import OPS, TIER_OPS, generate_problems, plan_of
-from rstar_jax.search.expand import ExpandSettings, NoExecution, expand
-from rstar_jax.search.types import ProposalRequest, StepCandidate
+from rstar_jax.search.expand import NoExecution, expand
 from rstar_jax.search.records import NodeRecord, TreeRecord
+from rstar_jax.search.types import ProposalRequest, StepCandidate
 from rstar_jax.steps import END_OF_CODE, OUTPUT_OPEN, answer_step, step_code
+from rstar_jax.train.examples import Continuation, PairGroup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEMS = generate_problems(100, 2, seed=5)
@@ -38,8 +39,10 @@ def run_dir(tmp_path_factory):
     from tests.test_evolve import tiny_config
 
     out = str(tmp_path_factory.mktemp("ablation_run"))
-    evolve.run(tiny_config("rounds=1", "bootstrap_search.rollouts=6", "extract.min_edit_distance=3",
-                           "eval.methods=[greedy]"), out)
+    evolve.run(
+        tiny_config("rounds=1", "bootstrap_search.rollouts=6", "extract.min_edit_distance=3", "eval.methods=[greedy]"),
+        out,
+    )
     return out
 
 
@@ -94,8 +97,7 @@ def test_code_vs_nl_quick(run_dir, tmp_path):
     assert list(result["styles"]) == ["code", "nl"]
     for s in result["styles"].values():
         assert s["sft_examples"] > 0 and s["search_tokens"] > 0
-        assert all(0.0 <= x <= 1.0 for x in (s["train_solved"], s["generator_chain"]["acc"],
-                                             s["policy_greedy"]["acc"]))
+        assert all(0.0 <= x <= 1.0 for x in (s["train_solved"], s["generator_chain"]["acc"], s["policy_greedy"]["acc"]))
     nl = [json.loads(x)["solution"] for x in (out / "data" / "sft_nl.jsonl").read_text().splitlines()]
     assert nl and not any(END_OF_CODE in t or OUTPUT_OPEN in t for t in nl)
     code = (out / "data" / "sft_code.jsonl").read_text()
@@ -104,7 +106,7 @@ def test_code_vs_nl_quick(run_dir, tmp_path):
 
 # --- the scripts' own logic ---------------------------------------------------------------------
 def _group(pid: str, kind: str, pos: str, neg: str) -> PairGroup:
-    return PairGroup(pid, kind, "P:", "", 0, (Candidate(pos, 1.0, 1),), (Candidate(neg, -1.0, 2),), ((0, 0),))
+    return PairGroup(pid, kind, "P:", "", 0, (Continuation(pos, 1.0, 1),), (Continuation(neg, -1.0, 2),), ((0, 0),))
 
 
 def test_split_pairs_holds_out_whole_problems():
@@ -129,23 +131,37 @@ def test_pair_accuracy_counts_each_kind():
         def score(self, texts):
             return [len(t) for t in texts]
 
-    groups = [_group("a", "step", "xxx", "x"), _group("b", "step", "x", "xx"), _group("c", "final", "xx", "x"),
-              _group("d", "final", "x" * 20, "x")]  # too long: left out
+    groups = [
+        _group("a", "step", "xxx", "x"),
+        _group("b", "step", "x", "xx"),
+        _group("c", "final", "xx", "x"),
+        _group("d", "final", "x" * 20, "x"),
+    ]  # too long: left out
     acc = _script("reward_models").pair_accuracy(LengthScorer(), groups)
     assert acc == {"all": 2 / 3, "step": 0.5, "final": 1.0, "pairs": 3, "texts_too_long": 1}
 
 
 def _node(i: int, parent: int, text: str, valid: bool = True, correct: bool | None = None) -> NodeRecord:
     answer = None if correct is None else "1"
-    return NodeRecord(i, parent, 0 if i == 0 else 1, text, 0.0, 1, None, None, correct is not None, valid,
-                      answer, correct, 1)
+    return NodeRecord(
+        i, parent, 0 if i == 0 else 1, text, 0.0, 1, None, None, correct is not None, valid, answer, correct, 1
+    )
 
 
 def test_rejection_examples_filter_on_the_final_answer_only():
-    nodes = [_node(0, -1, ""), _node(1, 0, "bad ", valid=False), _node(2, 1, "right", correct=True),
-             _node(3, 0, "ok "), _node(4, 3, "wrong", correct=False), _node(5, 0, "bad "),
-             _node(6, 5, "right", correct=True), _node(7, 0, "other "), _node(8, 7, "right", correct=True),
-             _node(9, 0, "more "), _node(10, 9, "right", correct=True)]
+    nodes = [
+        _node(0, -1, ""),
+        _node(1, 0, "bad ", valid=False),
+        _node(2, 1, "right", correct=True),
+        _node(3, 0, "ok "),
+        _node(4, 3, "wrong", correct=False),
+        _node(5, 0, "bad "),
+        _node(6, 5, "right", correct=True),
+        _node(7, 0, "other "),
+        _node(8, 7, "right", correct=True),
+        _node(9, 0, "more "),
+        _node(10, 9, "right", correct=True),
+    ]
     rec = TreeRecord("p", "What?", "1", nodes)
     module = _script("sft_source")
     examples = module.rejection_examples([rec], per_problem=2)
@@ -170,7 +186,7 @@ def test_perfect_nl_solution_states_every_running_value():
         steps = sample_solution(proposer, problem, seed=0)
         plan = plan_of(problem)
         assert is_correct(steps, problem) and len(steps) == len(plan)  # no print step: the answer ends it
-        assert [nl_state(plan, steps[:i + 1])[1] for i in range(len(steps) - 1)] == _running_values(problem)
+        assert [nl_state(plan, steps[: i + 1])[1] for i in range(len(steps) - 1)] == _running_values(problem)
         for step in steps[:-1]:
             assert END_OF_CODE not in step and OUTPUT_OPEN not in step
             with pytest.raises(SyntaxError):  # text, not code: running it would fail every step
@@ -190,8 +206,19 @@ def test_nl_crash_slip_is_a_silent_arithmetic_error_later_steps_build_on():
     problem = PROBLEMS[0]
     good = sample_solution(BootstrapProposer(PROBLEMS, PERFECT, style="nl"), problem, seed=0)
     slipper = BootstrapProposer(PROBLEMS, {t: ErrorRates(crash=1.0) for t in TIER_OPS}, style="nl")
-    ask = lambda proposer, steps: proposer.propose([ProposalRequest(problem.id, "", tuple(steps))], 1,  # noqa: E731
-                                                   temperature=1.0, seed=0)[0][0].text
+
+    def ask(proposer, steps):
+        return (
+            proposer.propose(
+                [ProposalRequest(problem.id, "", tuple(steps))],
+                1,  # noqa: E731
+                temperature=1.0,
+                seed=0,
+            )
+            .candidates[0][0]
+            .text
+        )
+
     slipped = ask(slipper, good[:1])
     expr, value = slipped.split("\n")[1].rsplit(" = ", 1)
     assert expr == good[1].split("\n")[1].rsplit(" = ", 1)[0]  # the right arithmetic ...
@@ -216,9 +243,11 @@ def test_nl_state_reads_any_path():
 def test_no_execution_keeps_nl_steps_and_grades_answers():
     problem = PROBLEMS[0]
     steps = sample_solution(BootstrapProposer(PROBLEMS, PERFECT, style="nl"), problem, seed=0)
-    cands = [[StepCandidate(steps[0], 5)], [StepCandidate(answer_step(problem.answer), 3),
-                                            StepCandidate(answer_step("12345"), 3)]]
-    kids = expand([[], []], cands, [problem.answer, problem.answer], NoExecution(), ExpandSettings(1))
+    cands = [
+        [StepCandidate(steps[0], 5)],
+        [StepCandidate(answer_step(problem.answer), 3), StepCandidate(answer_step("12345"), 3)],
+    ]
+    kids = expand([[], []], cands, [problem.answer, problem.answer], NoExecution(), 1)
     step = kids[0][0]
     assert step.valid and not step.terminal and step.output == "" and step.text == steps[0]
     assert [k.correct for k in kids[1]] == [True, False]

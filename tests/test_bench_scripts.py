@@ -1,5 +1,6 @@
 """Smoke tests of the model, training and search benchmark scripts at tiny sizes (slow: they build
 and train models)."""
+
 import json
 
 import pytest
@@ -10,8 +11,24 @@ def test_bench_scripts_write_tables_and_json(tmp_path, capsys):
     from rstar_jax.bench import model, train
 
     assert model.main(["--batch", "2", "--seq", "64", "--repeats", "1", "--out", str(tmp_path / "m.json")]) == 0
-    assert train.main(["--batch", "2", "--seq", "256", "--repeats", "1", "--problems", "30", "--attention-core",
-                       "--out", str(tmp_path / "t.json")]) == 0
+    assert (
+        train.main(
+            [
+                "--batch",
+                "2",
+                "--seq",
+                "256",
+                "--repeats",
+                "1",
+                "--problems",
+                "30",
+                "--attention-core",
+                "--out",
+                str(tmp_path / "t.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| train step |" in out and "| ppm |" in out
     m, t = json.loads((tmp_path / "m.json").read_text()), json.loads((tmp_path / "t.json").read_text())
@@ -30,8 +47,24 @@ def test_bench_search_smoke(tmp_path):
     from rstar_jax.bench import search
 
     out = tmp_path / "s.json"
-    r = search.main(["--problems", "4", "--naive-problems", "1", "--rollouts", "1", "--candidates", "2",
-                     "--train-steps", "2", "--warmup-rollouts", "1", "--out", str(out)])
+    r = search.main(
+        [
+            "--problems",
+            "4",
+            "--naive-problems",
+            "1",
+            "--rollouts",
+            "1",
+            "--candidates",
+            "2",
+            "--train-steps",
+            "2",
+            "--warmup-rollouts",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["speedup_nodes_per_s"] == r["speedup_nodes_per_s"] > 0
     ours, packed, naive = r["rows"].values()
     assert ours["nodes_expanded"] >= ours["problems"] and naive["nodes_expanded"] >= 1

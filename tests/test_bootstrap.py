@@ -1,5 +1,6 @@
 """The scripted bootstrap proposer: configured slip rates are realised, results do not depend
 on the batch, and any path (its own slips, duplicates, foreign steps) is continued sensibly."""
+
 from __future__ import annotations
 
 import math
@@ -7,13 +8,22 @@ import time
 
 import pytest
 
+from rstar_jax.data.problems import Problem
 from rstar_jax.domain.bootstrap import (
-    DEFAULT_ERROR_RATES, BootstrapProposer, ErrorRates, is_correct, next_clause, sample_solution,
+    DEFAULT_ERROR_RATES,
+    BootstrapProposer,
+    ErrorRates,
+    is_correct,
+    next_clause,
+    sample_solution,
     solve_rate,
 )
-from rstar_jax.data.problems import Problem
 from rstar_jax.domain.synthetic import (
-    TIER_OPS, execute_trusted, generate_problems, plan_of, reference_solution,
+    TIER_OPS,
+    execute_trusted,
+    generate_problems,
+    plan_of,
+    reference_solution,
 )
 from rstar_jax.search.types import ProposalRequest
 from rstar_jax.steps import END_OF_CODE, answer_step, output_block, path_program
@@ -57,7 +67,7 @@ def _first_step(kind: str) -> tuple[str, str, Problem]:
     reference = reference_solution(problem)
     proposer = BootstrapProposer(PROBLEMS[2], {t: ErrorRates(**{kind: 1.0}) for t in TIER_OPS})
     request = ProposalRequest(problem.id, problem.question, (reference[0],))
-    return proposer.propose([request], 1, temperature=1.0, seed=0)[0][0].text, reference[1], problem
+    return proposer.propose([request], 1, temperature=1.0, seed=0).candidates[0][0].text, reference[1], problem
 
 
 def test_slips_look_as_intended():
@@ -76,14 +86,15 @@ def test_slips_look_as_intended():
 def test_results_do_not_depend_on_the_batch():
     problems = PROBLEMS[3][:6]
     proposer = BootstrapProposer(problems)
-    requests = [ProposalRequest(p.id, p.question, tuple(reference_solution(p)[:i]), node=(i, 0))
-                for i, p in enumerate(problems)]
-    together = proposer.propose(requests, 5, temperature=0.7, seed=3)
-    alone = [proposer.propose([r], 5, temperature=0.7, seed=3)[0] for r in requests]
-    reversed_ = proposer.propose(requests[::-1], 5, temperature=0.7, seed=3)[::-1]
+    requests = [
+        ProposalRequest(p.id, p.question, tuple(reference_solution(p)[:i]), node=(i, 0)) for i, p in enumerate(problems)
+    ]
+    together = proposer.propose(requests, 5, temperature=0.7, seed=3).candidates
+    alone = [proposer.propose([r], 5, temperature=0.7, seed=3).candidates[0] for r in requests]
+    reversed_ = proposer.propose(requests[::-1], 5, temperature=0.7, seed=3).candidates[::-1]
     assert together == alone == reversed_
-    assert BootstrapProposer(problems).propose(requests, 5, temperature=0.7, seed=3) == together
-    other_seed = proposer.propose(requests, 5, temperature=0.7, seed=4)
+    assert BootstrapProposer(problems).propose(requests, 5, temperature=0.7, seed=3).candidates == together
+    other_seed = proposer.propose(requests, 5, temperature=0.7, seed=4).candidates
     assert other_seed != together
     assert all(c.num_tokens >= 1 and c.finish_reason == "stop" for cs in together for c in cs)
 
@@ -93,19 +104,25 @@ def test_continues_unexpected_paths():
     ref = reference_solution(problem)
     plan = plan_of(problem)
     assert next_clause(plan, []) == 0
-    assert next_clause(plan, [ref[0], ref[0], ref[1], ref[1]]) == 2              # duplicates
+    assert next_clause(plan, [ref[0], ref[0], ref[1], ref[1]]) == 2  # duplicates
     assert next_clause(plan, [ref[0], "# something else\ny = 3\n<end_of_step>"]) == 1  # foreign step
     broken = ref[1].replace("x = x", "x = total", 1)
-    assert next_clause(plan, [ref[0], broken]) == 1                              # rewrite a failing step
+    assert next_clause(plan, [ref[0], broken]) == 1  # rewrite a failing step
     assert next_clause(plan, [ref[0].replace("from fractions import Fraction\n", ""), ref[1]]) == 0
-    assert next_clause(plan, [ref[0], ref[2]]) == 3                              # after a skip
+    assert next_clause(plan, [ref[0], ref[2]]) == 3  # after a skip
     proposer = BootstrapProposer(PROBLEMS[3], PERFECT)
-    ask = lambda steps: proposer.propose([ProposalRequest(problem.id, "", tuple(steps))], 1,
-                                         temperature=1.0, seed=0)[0][0].text
+
+    def ask(steps):
+        return (
+            proposer.propose([ProposalRequest(problem.id, "", tuple(steps))], 1, temperature=1.0, seed=0)
+            .candidates[0][0]
+            .text
+        )
+
     assert ask([ref[0], broken]) == ref[1]
     assert ask(ref[:-2]) == ref[-2].split(END_OF_CODE)[0] + END_OF_CODE
     final_wrong = ref[-2].split(END_OF_CODE)[0] + END_OF_CODE + output_block("12345")
-    assert ask(ref[:-2] + [final_wrong]) == answer_step("12345")                 # reads what was printed
+    assert ask(ref[:-2] + [final_wrong]) == answer_step("12345")  # reads what was printed
     assert ask(ref) == ref[-1]
     with pytest.raises(ValueError, match="output"):
         ask(ref[:-2] + [ref[-2].split(END_OF_CODE)[0] + END_OF_CODE])

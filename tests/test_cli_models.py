@@ -1,4 +1,5 @@
 """`rstar-jax info` / `convert`: HF -> orbax -> HF keeps every tensor bit for bit."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """`rstar-jax search` / `eval` / `solve` from the command line, on synthetic and real benchmark files."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,27 @@ def test_search_cli_with_bootstrap(tmp_path, capsys):
     data = tmp_path / "p.jsonl"
     save_problems(generate_problems(6, 2, seed=3), data)
     out = tmp_path / "out"
-    assert cli.main(["search", "--policy", "bootstrap", "--data", str(data), "--out", str(out), "--rollouts", "4",
-                     "--candidates", "3", "--seed", "1", "batch_size=3"]) == 0
+    assert (
+        cli.main(
+            [
+                "search",
+                "--policy",
+                "bootstrap",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--rollouts",
+                "4",
+                "--candidates",
+                "3",
+                "--seed",
+                "1",
+                "batch_size=3",
+            ]
+        )
+        == 0
+    )
     records = read_records(out / "trees.jsonl")
     summary = json.loads((out / "summary.json").read_text())
     assert len(records) == summary["problems"] == 6
@@ -40,8 +60,15 @@ def tiny_policy(tmp_path_factory):
     from rstar_jax.evolve.base_model import BaseModelSpec, build_base_model
 
     path = str(tmp_path_factory.mktemp("tiny_policy"))
-    spec = BaseModelSpec(vocab_size=320, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                         num_kv_heads=1, max_position_embeddings=2048)
+    spec = BaseModelSpec(
+        vocab_size=320,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        max_position_embeddings=2048,
+    )
     build_base_model(spec, generate_problems(20, 2, seed=0), path)
     return path
 
@@ -52,8 +79,26 @@ def test_eval_on_real_benchmark_slices(tiny_policy, tmp_path, rel, capsys):
     if not os.path.exists(data):
         pytest.skip(f"{data} not present")
     out = tmp_path / "eval"
-    assert cli.main(["eval", "--policy", tiny_policy, "--data", data, "--limit", "20", "--method", "greedy",
-                     "--out", str(out), "mcts.max_step_tokens=8", "mcts.max_depth=2"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--policy",
+                tiny_policy,
+                "--data",
+                data,
+                "--limit",
+                "20",
+                "--method",
+                "greedy",
+                "--out",
+                str(out),
+                "mcts.max_step_tokens=8",
+                "mcts.max_depth=2",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["problems"] == 20 and 0.0 <= metrics["policy_greedy_acc"] <= 1.0
     records = read_records(out / "greedy.jsonl")
@@ -61,7 +106,22 @@ def test_eval_on_real_benchmark_slices(tiny_policy, tmp_path, rel, capsys):
 
 
 def test_solve_cli_runs_a_search(tiny_policy, capsys):
-    code = cli.main(["solve", "--policy", tiny_policy, "--question", "Tom has 12 apples and buys 30 more.",
-                     "--rollouts", "1", "--candidates", "2", "--max-step-tokens", "8", "--max-depth", "2"])
+    code = cli.main(
+        [
+            "solve",
+            "--policy",
+            tiny_policy,
+            "--question",
+            "Tom has 12 apples and buys 30 more.",
+            "--rollouts",
+            "1",
+            "--candidates",
+            "2",
+            "--max-step-tokens",
+            "8",
+            "--max-depth",
+            "2",
+        ]
+    )
     printed = capsys.readouterr().out
     assert (code, "answer:" in printed) in ((0, True), (1, False)) and ("no answer found" in printed) == (code == 1)

@@ -4,6 +4,7 @@ One tiny random Qwen2 checkpoint and a tiny byte-level BPE tokenizer (with the
 step markers as special tokens) serve every test; shapes are shared between
 tests where possible because each new bucket costs a compile.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,20 +16,24 @@ import pytest
 import torch
 
 from rstar_jax import models
-from rstar_jax.engine import Engine
-from rstar_jax.engine.decode import TRACES
+from rstar_jax.engine import Engine, decode, scoring
 from rstar_jax.engine.sampling import truncate_logits
 from rstar_jax.engine.stops import cut_at_stop, first_stop
-from rstar_jax.models.transformer import jit_logits
 from rstar_jax.steps import SPECIAL_TOKENS
 from tests.conftest import make_hf_checkpoint
 
-CORPUS = ["the cat sat on the mat and the dog sat on the log",
-          "x = 3 + 4\nprint(x * 2)\n# add the numbers then print", "1234567890 apples, pears; bananas!"] * 3
+jit_logits = jax.jit(models.logits, static_argnums=0)
+
+CORPUS = [
+    "the cat sat on the mat and the dog sat on the log",
+    "x = 3 + 4\nprint(x * 2)\n# add the numbers then print",
+    "1234567890 apples, pears; bananas!",
+] * 3
 
 
 def make_tokenizer():
-    from tokenizers import Tokenizer, decoders, models as tmodels, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tmodels
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(tmodels.BPE())
@@ -36,11 +41,14 @@ def make_tokenizer():
     tok.decoder = decoders.ByteLevel()
     specials = ["<pad>", "<eos>", *SPECIAL_TOKENS]
     # ASCII-only alphabet: any id sequence decodes to valid text (no split UTF-8 sequences)
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=160, special_tokens=specials,
-                                                        show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
-                                   additional_special_tokens=list(SPECIAL_TOKENS),
-                                   clean_up_tokenization_spaces=False)
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=160, special_tokens=specials, show_progress=False))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        additional_special_tokens=list(SPECIAL_TOKENS),
+        clean_up_tokenization_spaces=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +69,8 @@ def prompts_of(lengths, vocab, seed=0):
 def full_logits(config, params, seq, width=64):
     """Logits [len(seq), V] of one full forward (right-padded to one shape: one compile)."""
     ids = np.zeros((1, width), np.int32)
-    ids[0, :len(seq)] = seq
-    return np.asarray(jit_logits(config, params, jnp.asarray(ids)))[0, :len(seq)].astype(np.float64)
+    ids[0, : len(seq)] = seq
+    return np.asarray(jit_logits(config, params, jnp.asarray(ids)))[0, : len(seq)].astype(np.float64)
 
 
 def full_logprob(config, params, prompt, completion):
@@ -83,44 +91,62 @@ def test_greedy_matches_transformers_and_never_recompiles(tiny):
     ids = np.zeros((len(prompts), t), np.int64)
     mask = np.zeros_like(ids)
     for i, p in enumerate(prompts):
-        ids[i, t - len(p):], mask[i, t - len(p):] = p, 1
+        ids[i, t - len(p) :], mask[i, t - len(p) :] = p, 1
     with torch.no_grad():
-        ref = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
-                             max_new_tokens=NEW, pad_token_id=0).numpy()[:, t:]
+        ref = model.generate(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            do_sample=False,
+            max_new_tokens=NEW,
+            pad_token_id=0,
+        ).numpy()[:, t:]
     engine = Engine(config, params)
     for chunk in (0, 5, 1):  # one while_loop, a host loop over 5-token calls, over 1-token calls
-        out = engine.generate(prompts, n=1, max_new_tokens=NEW, temperature=0.0, chunk=chunk)
+        out, stats = engine.generate(prompts, n=1, max_new_tokens=NEW, temperature=0.0, chunk=chunk)
         for i, p in enumerate(prompts):
             c = out[i][0]
             assert list(c.token_ids) == ref[i].tolist(), (chunk, i)
             assert c.finish_reason == "length"
             assert c.logprob == pytest.approx(full_logprob(config, params, p, c.token_ids), abs=1e-3)
-    assert engine.stats.decode_calls == NEW - 1  # chunk=1: every token after the first is one call
+    assert stats.decode_calls == NEW - 1  # chunk=1: every token after the first is one call
     # no row stops early: every padded row decodes all NEW steps, and all of them are tokens
-    assert engine.stats.decode_slots == engine.buckets.rows(len(prompts)) * NEW
-    assert engine.stats.new_tokens == len(prompts) * NEW
-    counts = dict(TRACES)
+    assert stats.decode_slots == engine.buckets.rows(len(prompts)) * NEW
+    assert stats.new_tokens == len(prompts) * NEW
+    counts = compiled()
     # same buckets: other prompts of lengths <= 12, fewer new tokens, other chunking -> no compile
     engine.generate(prompts_of([12, 9, 10, 5], config.vocab_size, seed=1), max_new_tokens=9, temperature=0.0)
-    assert dict(TRACES) == counts
+    assert compiled() == counts
+
+
+def compiled() -> dict[str, int]:
+    """Programs each jitted engine function has compiled so far: a new one means a retrace."""
+    fns = {
+        name: getattr(decode, name)
+        for name in ("draw_uniforms", "prefill", "grow", "decode", "compact", "extract_prefixes")
+    }
+    return {name: fn._cache_size() for name, fn in {**fns, "score": scoring._score_batch}.items()}
 
 
 def test_stop_strings_and_finish_reasons(tiny):
     config, params, _, tokenizer = tiny
     engine = Engine(config, params, tokenizer)
-    texts = ["the cat sat on the mat and", "x = 3 + 4\nprint(x * 2)", "1234 apples, pears; bananas",
-             "the dog sat on the log"]  # the greedy test's buckets: no compile here
-    free = engine.generate(texts, max_new_tokens=NEW, temperature=0.0)
+    texts = [
+        "the cat sat on the mat and",
+        "x = 3 + 4\nprint(x * 2)",
+        "1234 apples, pears; bananas",
+        "the dog sat on the log",
+    ]  # the greedy test's buckets: no compile here
+    free, _ = engine.generate(texts, max_new_tokens=NEW, temperature=0.0)
     full = [o[0] for o in free]
     assert all(c.finish_reason == "length" and len(c.token_ids) == NEW for c in full)
     # a stop string that spans tokens (from the text prompt 0 would produce) and one that is
     # the text of a single token (of prompt 1)
     text0 = full[0].text
-    multi = text0[len(text0) // 3: len(text0) // 3 + 4]
+    multi = text0[len(text0) // 3 : len(text0) // 3 + 4]
     single = tokenizer.decode(full[1].token_ids[4:5])
     assert engine.codec.single_token_id(multi) is None and engine.codec.single_token_id(single) is not None
     for chunk in (0, 3):
-        out = engine.generate(texts, max_new_tokens=NEW, temperature=0.0, stop=(multi, single), chunk=chunk)
+        out, _ = engine.generate(texts, max_new_tokens=NEW, temperature=0.0, stop=(multi, single), chunk=chunk)
         for i, (c, ref) in enumerate(zip((o[0] for o in out), full)):
             hit = first_stop(ref.text, (multi, single))
             if hit is None:
@@ -130,17 +156,19 @@ def test_stop_strings_and_finish_reasons(tiny):
             assert c.finish_reason == stop and c.text == ref.text[:end] and c.text.endswith(stop)
             k = len(c.token_ids)  # the fewest tokens whose text contains the stop
             assert stop in tokenizer.decode(ref.token_ids[:k]) and c.token_ids == ref.token_ids[:k]
-            assert first_stop(tokenizer.decode(ref.token_ids[:k - 1]), (multi, single)) is None
-            assert c.logprob == pytest.approx(full_logprob(config, params, engine.encode(texts[i]), c.token_ids),
-                                              abs=1e-3)
+            assert first_stop(tokenizer.decode(ref.token_ids[: k - 1]), (multi, single)) is None
+            assert c.logprob == pytest.approx(
+                full_logprob(config, params, engine.encode(texts[i]), c.token_ids), abs=1e-3
+            )
         assert {o[0].finish_reason for o in out} & {multi, single}
     # eos: the 6th greedy token of prompt 2 becomes the model's eos
     eos = full[2].token_ids[5]
-    out = Engine(config.replace(eos_token_id=eos), params, tokenizer).generate(
-        texts, max_new_tokens=NEW, temperature=0.0)
+    out, _ = Engine(config.replace(eos_token_id=eos), params, tokenizer).generate(
+        texts, max_new_tokens=NEW, temperature=0.0
+    )
     c = out[2][0]
     first = full[2].token_ids.index(eos)
-    assert c.finish_reason == "eos" and c.token_ids == full[2].token_ids[:first + 1]
+    assert c.finish_reason == "eos" and c.token_ids == full[2].token_ids[: first + 1]
     assert c.text == tokenizer.decode(full[2].token_ids[:first])  # eos is not in the text
 
 
@@ -156,20 +184,21 @@ def test_sampling_reproducible_and_batch_independent(tiny):
     config, params, _, _ = tiny
     engine = Engine(config, params)
     prompts = prompts_of(LENGTHS, config.vocab_size, seed=2)
-    a = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
-    b = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
+    a, _ = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
+    b, _ = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
     tok = lambda out: [[c.token_ids for c in o] for o in out]  # noqa: E731
     assert tok(a) == tok(b)
     assert len({c.token_ids for o in a for c in o}) > 4  # samples differ from each other
     # an int seed keys rows by prompt index: other prompts elsewhere in the batch change nothing
     others = prompts_of([5, 11, 4, 12], config.vocab_size, seed=9)
-    c = engine.generate([others[0], prompts[1], others[2], others[3]], n=2, max_new_tokens=NEW,
-                        temperature=1.0, seed=3)
+    c, _ = engine.generate(
+        [others[0], prompts[1], others[2], others[3]], n=2, max_new_tokens=NEW, temperature=1.0, seed=3
+    )
     assert tok(c)[1] == tok(a)[1]
     # per-prompt seeds: a prompt's samples do not depend on the batch or its position in it
     seeds = [10, 11, 12, 13]
-    full = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds)
-    part = engine.generate([prompts[2], prompts[0]], n=2, max_new_tokens=NEW, temperature=1.0, seed=[12, 10])
+    full, _ = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds)
+    part, _ = engine.generate([prompts[2], prompts[0]], n=2, max_new_tokens=NEW, temperature=1.0, seed=[12, 10])
     assert tok(part) == [tok(full)[2], tok(full)[0]]
     for o, p in zip(part, [prompts[2], prompts[0]]):
         assert o[1].logprob == pytest.approx(full_logprob(config, params, p, o[1].token_ids), abs=1e-3)
@@ -183,7 +212,7 @@ def test_samples_follow_documented_uniforms(tiny):
     engine = Engine(config, params, chunk=4)  # several decode calls: the table is indexed by step
     prompts = prompts_of(LENGTHS, config.vocab_size, seed=4)
     temperature, seed = 0.8, 21
-    out = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=temperature, seed=seed)
+    out, _ = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=temperature, seed=seed)
     for i, p in enumerate(prompts):
         for j, c in enumerate(out[i]):
             key = jax.random.fold_in(jax.random.fold_in(jax.random.key(np.uint32(seed)), i), j)
@@ -199,11 +228,11 @@ def test_shared_prefill_equals_separate_copies(tiny):
     config, params, _, _ = tiny
     prompts = prompts_of(LENGTHS, config.vocab_size, seed=2)
     shared = Engine(config, params)
-    out = shared.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
-    assert shared.stats.shared_prefill_saved == sum(LENGTHS)  # (n - 1) x prompt tokens
+    out, shared_stats = shared.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
+    assert shared_stats.shared_prefill_saved == sum(LENGTHS)  # (n - 1) x prompt tokens
     copies = Engine(config, params, share_prefill=False)
-    ref = copies.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
-    assert copies.stats.shared_prefill_saved == 0 and copies.stats.prefill_tokens == 2 * sum(LENGTHS)
+    ref, copies_stats = copies.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=3)
+    assert copies_stats.shared_prefill_saved == 0 and copies_stats.prefill_tokens == 2 * sum(LENGTHS)
     for o, r in zip(out, ref):
         for c, d in zip(o, r):
             assert c.token_ids == d.token_ids
@@ -222,8 +251,17 @@ def test_first_token_distribution_and_truncation(tiny):
     logits = full_logits(config, params, prompt)[-1]
     softmax = lambda x: np.exp(x - x.max()) / np.exp(x - x.max()).sum()  # noqa: E731
     n, temp = 2048, 0.05  # the random model's logits are flat: a low temperature makes p peaked
-    first = lambda **kw: np.array([c.token_ids[0] for c in engine.generate(  # noqa: E731
-        [prompt], n=n, max_new_tokens=1, seed=1, **kw)[0]])
+
+    def first(**kw):
+        return np.array(
+            [
+                c.token_ids[0]
+                for c in engine.generate(  # noqa: E731
+                    [prompt], n=n, max_new_tokens=1, seed=1, **kw
+                )[0][0]
+            ]
+        )
+
     draws = first(temperature=temp)
     p = softmax(logits / temp)
     noise = 0.5 * np.sum(np.sqrt(p * (1 - p) / n))  # ~ expected TV of n exact draws
@@ -232,7 +270,7 @@ def test_first_token_distribution_and_truncation(tiny):
     order = np.argsort(-logits)
     assert set(first(temperature=1.0, top_k=3)) <= set(order[:3].tolist())
     q = softmax(logits)[order]
-    nucleus = order[:int(np.searchsorted(np.cumsum(q), 0.3) + 1)]
+    nucleus = order[: int(np.searchsorted(np.cumsum(q), 0.3) + 1)]
     kept = first(temperature=1.0, top_p=0.3)
     assert set(kept) <= set(nucleus.tolist()) and len(set(kept)) == len(nucleus)
 
@@ -251,7 +289,7 @@ def test_continue_from_cached_prefix(tiny):
     config, params, _, _ = tiny
     engine = Engine(config, params)
     prompts = prompts_of([5, 9], config.vocab_size, seed=5)
-    first = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=[1, 2], return_prefix=True)
+    first, _ = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=[1, 2], return_prefix=True)
     comps = [c for o in first for c in o]
     for p, o in zip(prompts, first):
         for c in o:
@@ -260,12 +298,13 @@ def test_continue_from_cached_prefix(tiny):
     longer = [p + list(c.token_ids) + [7, 8] for p, o in zip(prompts, first) for c in o]
     longer[3] = list(comps[3].prefix.tokens[:4]) + [3, 3, 3]
     seeds = [3, 4, 5, 6]
-    cont = engine.generate(longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds,
-                           prefixes=[c.prefix for c in comps])
+    cont, stats = engine.generate(
+        longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds, prefixes=[c.prefix for c in comps]
+    )
     # reused: all but the last completion token and the 2 appended; the common 4 of the fourth
-    assert engine.stats.prefix_reused == sum(len(q) - 3 for q in longer[:3]) + 4
-    fresh = engine.generate(longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds)
-    assert engine.stats.prefix_reused == 0
+    assert stats.prefix_reused == sum(len(q) - 3 for q in longer[:3]) + 4
+    fresh, stats = engine.generate(longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds)
+    assert stats.prefix_reused == 0
     for o, r in zip(cont, fresh):
         for c, d in zip(o, r):
             assert c.token_ids == d.token_ids and c.logprob == pytest.approx(d.logprob, abs=1e-4)
@@ -274,7 +313,7 @@ def test_continue_from_cached_prefix(tiny):
 def test_bad_input(tiny):
     config, params, _, tokenizer = tiny
     engine = Engine(config, params, tokenizer)
-    assert engine.generate([], n=3) == []
+    assert engine.generate([], n=3)[0] == []
     with pytest.raises(ValueError, match="prompt 1"):
         engine.generate([[1, 2], [3] * config.max_position_embeddings])
     with pytest.raises(ValueError, match="prompt 0 is empty"):
@@ -298,12 +337,12 @@ def test_ppm_scores_batched(tiny):
     got = engine.score(texts)
     ids, mask = np.zeros((len(texts), 32), np.int32), np.zeros((len(texts), 32), np.int32)
     for i, t in enumerate(texts):  # right padding here, left padding in the engine
-        ids[i, :len(t)], mask[i, :len(t)] = t, 1
+        ids[i, : len(t)], mask[i, : len(t)] = t, 1
     ref = jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask)
     np.testing.assert_allclose(got, ref, atol=1e-5)
-    counts = dict(TRACES)
+    counts = compiled()
     engine.score(prompts_of([4, 15, 10, 29, 11], config.vocab_size, seed=7))  # same buckets
-    assert dict(TRACES) == counts
+    assert compiled() == counts
     with pytest.raises(ValueError, match="value head"):
         Engine(config, params).score(texts)
 
@@ -314,9 +353,35 @@ def test_bench_engine_smoke(tmp_path):
     from rstar_jax.bench import engine as bench
 
     out = tmp_path / "bench.json"
-    assert bench.main(["--prompts", "4", "--n", "2", "--new-tokens", "8", "--hidden", "64", "--layers", "1",
-                       "--intermediate", "96", "--vocab", "128", "--repeats", "1", "--modes", "chunk,copies",
-                       "--peak-size", "256", "--out", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--prompts",
+                "4",
+                "--n",
+                "2",
+                "--new-tokens",
+                "8",
+                "--hidden",
+                "64",
+                "--layers",
+                "1",
+                "--intermediate",
+                "96",
+                "--vocab",
+                "128",
+                "--repeats",
+                "1",
+                "--modes",
+                "chunk,copies",
+                "--peak-size",
+                "256",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
     assert [row["mode"] for row in r["results"]] == ["chunk", "copies", "torch"]
     assert r["new_tokens"] == 4 * 2 * 8 and r["prefill_tokens_saved_by_sharing"] == r["shape"]["prompt_tokens"]
@@ -342,25 +407,10 @@ def test_ppm_scores_grouped_share_prefix(tiny):
     np.testing.assert_allclose(got, ref, atol=1e-5)
     ids, mask = np.zeros((len(texts), 32), np.int32), np.zeros((len(texts), 32), np.int32)
     for i, t in enumerate(texts):
-        ids[i, :len(t)], mask[i, :len(t)] = t, 1
-    np.testing.assert_allclose(got, jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask),
-                               atol=1e-5)
-
-
-def test_prefix_lru_evicts_least_recent_by_bytes():
-    from rstar_jax.engine.prefix_lru import PrefixLRU
-
-    class Blob:
-        def __init__(self, n):
-            self.nbytes = n
-
-    lru = PrefixLRU(100)
-    lru.put("a", Blob(40)), lru.put("b", Blob(40))
-    lru.put("a", Blob(40))  # putting "a" again makes it the most recent
-    lru.put("c", Blob(40))  # over budget: "b" goes
-    assert lru.pop("b") is None and len(lru) == 2 and lru.nbytes == 80
-    lru.put("a", Blob(10))  # replacing updates the byte count
-    assert lru.nbytes == 50 and lru.pop("a").nbytes == 10 and lru.pop("a") is None and lru.nbytes == 40
+        ids[i, : len(t)], mask[i, : len(t)] = t, 1
+    np.testing.assert_allclose(
+        got, jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask), atol=1e-5
+    )
 
 
 def test_length_buckets_stop_at_max_len(tiny):
@@ -369,22 +419,25 @@ def test_length_buckets_stop_at_max_len(tiny):
     config, params, _, _ = tiny
     engine = Engine(config, params, max_len=40)
     prompts = prompts_of([33, 20], config.vocab_size, seed=9)
-    out = engine.generate(prompts, n=1, max_new_tokens=4, temperature=0.0, return_prefix=True)
+    out, _ = engine.generate(prompts, n=1, max_new_tokens=4, temperature=0.0, return_prefix=True)
     for p, (c,) in zip(prompts, out):
         assert len(p) + len(c.token_ids) <= 40 and c.prefix.k.shape[-1] <= 40
         assert c.logprob == pytest.approx(full_logprob(config, params, p, c.token_ids), abs=1e-3)
     longer = [p + list(c.token_ids) for p, (c,) in zip(prompts, out)]
-    cont = engine.generate(longer, max_new_tokens=NEW, temperature=0.0, prefixes=[c.prefix for (c,) in out])
-    assert engine.stats.prefix_reused == sum(len(q) - 1 for q in longer)
+    cont, stats = engine.generate(longer, max_new_tokens=NEW, temperature=0.0, prefixes=[c.prefix for (c,) in out])
+    assert stats.prefix_reused == sum(len(q) - 1 for q in longer)
     for q, (c,) in zip(longer, cont):
         assert c.logprob == pytest.approx(full_logprob(config, params, q, c.token_ids), abs=1e-3)
     pconfig, pparams = models.init_value_head(config, params, jax.random.key(2))
     texts = longer + prompts
     ids, mask = np.zeros((len(texts), 64), np.int32), np.zeros((len(texts), 64), np.int32)
     for i, t in enumerate(texts):
-        ids[i, :len(t)], mask[i, :len(t)] = t, 1
-    np.testing.assert_allclose(Engine(pconfig, pparams, max_len=40).score(texts, groups=[0, 1, 0, 1]),
-                               jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask), atol=1e-5)
+        ids[i, : len(t)], mask[i, : len(t)] = t, 1
+    np.testing.assert_allclose(
+        Engine(pconfig, pparams, max_len=40).score(texts, groups=[0, 1, 0, 1]),
+        jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask),
+        atol=1e-5,
+    )
 
 
 def test_compaction_equals_lockstep(tiny):
@@ -394,10 +447,10 @@ def test_compaction_equals_lockstep(tiny):
     prompts = prompts_of([5, 104, 108, 112, 116, 120], config.vocab_size, seed=4)  # budgets 40, 24, ..., 8
     kw = dict(n=2, max_new_tokens=40, temperature=1.0, seed=[1, 2, 3, 4, 5, 6], return_prefix=True, chunk=4)
     packed, lockstep = Engine(config, params, compact=True), Engine(config, params)
-    out, ref = packed.generate(prompts, **kw), lockstep.generate(prompts, **kw)
-    assert packed.stats.compactions >= 2 and lockstep.stats.compactions == 0
-    assert packed.stats.decode_slots < lockstep.stats.decode_slots
-    assert packed.stats.new_tokens == lockstep.stats.new_tokens == 2 * (40 + 24 + 20 + 16 + 12 + 8)
+    (out, packed_stats), (ref, lockstep_stats) = packed.generate(prompts, **kw), lockstep.generate(prompts, **kw)
+    assert packed_stats.compactions >= 2 and lockstep_stats.compactions == 0
+    assert packed_stats.decode_slots < lockstep_stats.decode_slots
+    assert packed_stats.new_tokens == lockstep_stats.new_tokens == 2 * (40 + 24 + 20 + 16 + 12 + 8)
     for o, r in zip(out, ref):
         for c, d in zip(o, r):
             assert c.token_ids == d.token_ids and c.logprob == pytest.approx(d.logprob, abs=1e-4)

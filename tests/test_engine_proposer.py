@@ -1,4 +1,5 @@
 """PolicyProposer: the Proposer protocol over the engine, with per-node prefix-KV reuse."""
+
 from __future__ import annotations
 
 from rstar_jax.engine import Engine
@@ -10,8 +11,8 @@ from tests.test_engine import tiny  # noqa: F401  (the shared checkpoint fixture
 MAX_STEP = 12
 
 
-def texts(cands):
-    return [[c.text for c in cs] for cs in cands]
+def texts(proposal):
+    return [[c.text for c in cs] for cs in proposal.candidates]
 
 
 def test_policy_proposer(tiny):  # noqa: F811
@@ -20,7 +21,7 @@ def test_policy_proposer(tiny):  # noqa: F811
     proposer = PolicyProposer(engine, max_step_tokens=MAX_STEP)
     r1 = ProposalRequest("p1", "What is 3 + 4?", ())
     r2 = ProposalRequest("p2", "the cat sat on the mat", (), node=(1, 0))
-    out = proposer.propose([r1, r2], 3, temperature=1.0, seed=0)
+    out = proposer.propose([r1, r2], 3, temperature=1.0, seed=0).candidates
     assert [len(cs) for cs in out] == [3, 3]
     for c in (c for cs in out for c in cs):
         assert 1 <= c.num_tokens <= MAX_STEP
@@ -29,27 +30,29 @@ def test_policy_proposer(tiny):  # noqa: F811
     # a request's candidates depend on (seed, problem, path), not on the batch (same shapes: no compile)
     other = PolicyProposer(Engine(config, params, tokenizer), max_step_tokens=MAX_STEP)
     r3 = ProposalRequest("p3", "x = 3 + 4", (), node=(2, 0))
-    assert texts(other.propose([r2, r3], 3, temperature=1.0, seed=0))[0] == texts(out)[1]
-    assert texts(other.propose([r2, r3], 3, temperature=1.0, seed=1))[0] != texts(out)[1]
+    assert texts(other.propose([r2, r3], 3, temperature=1.0, seed=0))[0] == [c.text for c in out[1]]
+    assert texts(other.propose([r2, r3], 3, temperature=1.0, seed=1))[0] != [c.text for c in out[1]]
     # independent chains through the same path (best-of-N, self-consistency) draw differently
     chains = [ProposalRequest("p2", r2.question, (), node=(1, 0), sample_id=i) for i in range(4)]
     drawn = texts(other.propose(chains, 1, temperature=1.0, seed=0))
     assert len({d[0] for d in drawn}) > 1
     # ...and each chain's next step reuses its own KV, though all started at the same root
     nxt = [ProposalRequest("p2", r2.question, (d[0],), node=(1, i + 1), sample_id=i) for i, d in enumerate(drawn)]
-    other.propose(nxt, 1, temperature=1.0, seed=0)
+    reused = other.propose(nxt, 1, temperature=1.0, seed=0).prefix_reused
     root_tokens = len(other.engine.encode(build_prompt(r2.question)))
-    assert other.engine.stats.prefix_reused >= len(chains) * root_tokens
+    assert reused >= len(chains) * root_tokens
 
     # expanding a child reuses its KV from the parent's expansion (its step may carry an output block)
     step = out[0][0].text
-    children = [ProposalRequest("p1", r1.question, (step,), node=(0, 1)),
-                ProposalRequest("p1", r1.question, (out[0][1].text + output_block("7"),), node=(0, 2))]
+    children = [
+        ProposalRequest("p1", r1.question, (step,), node=(0, 1)),
+        ProposalRequest("p1", r1.question, (out[0][1].text + output_block("7"),), node=(0, 2)),
+    ]
     got = proposer.propose(children, 3, temperature=1.0, seed=0)
     prompt_tokens = len(engine.encode(build_prompt(r1.question)))
-    assert engine.stats.prefix_reused >= 2 * (prompt_tokens - 1)
+    assert got.prefix_reused >= 2 * (prompt_tokens - 1)
     fresh = PolicyProposer(Engine(config, params, tokenizer), max_step_tokens=MAX_STEP, prefix_cache_mb=0)
-    assert texts(got) == texts(fresh.propose(children, 3, temperature=1.0, seed=0))
-    assert fresh.engine.stats.prefix_reused == 0
-    assert proposer.propose([], 2, temperature=1.0, seed=0) == []
-
+    fresh_out = fresh.propose(children, 3, temperature=1.0, seed=0)
+    assert texts(got) == texts(fresh_out)
+    assert fresh_out.prefix_reused == 0
+    assert proposer.propose([], 2, temperature=1.0, seed=0).candidates == []

@@ -1,4 +1,5 @@
 """Self-evolution end to end at tiny sizes: every artifact, and resume after crashes."""
+
 from __future__ import annotations
 
 import json
@@ -6,19 +7,35 @@ import os
 
 import pytest
 
-from rstar_jax.evolve import driver as evolve_mod
 from rstar_jax.config import load_config
+from rstar_jax.evolve import driver as evolve_mod
 from rstar_jax.evolve.config import EvolveConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
-    "rounds=2", "domain.n_train_per_tier=6", "domain.n_test_per_tier=2", "domain.eval_limit=2",
-    "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.vocab_size=320",
+    "rounds=2",
+    "domain.n_train_per_tier=6",
+    "domain.n_test_per_tier=2",
+    "domain.eval_limit=2",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=1",
+    "model.vocab_size=320",
     "model.copy_warmup.steps=2",
-    "bootstrap_search.rollouts=3", "bootstrap_search.batch_size=4", "policy_search.rollouts=1",
-    "policy_search.candidates=2", "policy_search.max_step_tokens=24", "policy_search.max_depth=6",
-    "sft.steps=3", "sft.batch_size=4", "ppm.steps=2", "ppm.batch_size=4",
-    "eval.mcts.rollouts=1", "eval.mcts.candidates=2", "eval.mcts.max_step_tokens=24", "eval.mcts.max_depth=6",
+    "bootstrap_search.rollouts=3",
+    "bootstrap_search.batch_size=4",
+    "policy_search.rollouts=1",
+    "policy_search.candidates=2",
+    "policy_search.max_step_tokens=24",
+    "policy_search.max_depth=6",
+    "sft.steps=3",
+    "sft.batch_size=4",
+    "ppm.steps=2",
+    "ppm.batch_size=4",
+    "eval.mcts.rollouts=1",
+    "eval.mcts.candidates=2",
+    "eval.mcts.max_step_tokens=24",
+    "eval.mcts.max_depth=6",
     "eval.max_chains=2",
 ]
 
@@ -30,8 +47,14 @@ def tiny_config(*extra: str) -> EvolveConfig:
 def _outputs(out: str) -> dict:
     """What a run leaves that must not depend on interruptions."""
     files = {}
-    for rel in ("problems/train.jsonl", "round1/search/shard_000/trees.jsonl", "round1/search/shard_001/trees.jsonl",
-                "round1/data/sft.jsonl", "round1/data/pairs.jsonl", "round2/data/sft.jsonl"):
+    for rel in (
+        "problems/train.jsonl",
+        "round1/search/shard_000/trees.jsonl",
+        "round1/search/shard_001/trees.jsonl",
+        "round1/data/sft.jsonl",
+        "round1/data/pairs.jsonl",
+        "round2/data/sft.jsonl",
+    ):
         with open(os.path.join(out, rel)) as f:
             files[rel] = f.read()
     with open(os.path.join(out, "report.json")) as f:
@@ -48,9 +71,17 @@ def uninterrupted(tmp_path_factory):
 
 def test_run_writes_every_artifact(uninterrupted):
     out = uninterrupted
-    for rel in ("report.md", "report.json", "accuracy_by_round.png", "config.yaml", "manifest.json",
-                "round1/policy/hf/config.json", "round1/ppm/hf/model.safetensors", "round2/eval/metrics.json",
-                "round2/eval/mcts.jsonl"):
+    for rel in (
+        "report.md",
+        "report.json",
+        "accuracy_by_round.png",
+        "config.yaml",
+        "manifest.json",
+        "round1/policy/hf/config.json",
+        "round1/ppm/hf/model.safetensors",
+        "round2/eval/metrics.json",
+        "round2/eval/mcts.jsonl",
+    ):
         assert os.path.exists(os.path.join(out, rel)), rel
     assert os.listdir(os.path.join(out, "tb"))
     rounds = json.load(open(os.path.join(out, "report.json")))["rounds"]

@@ -1,15 +1,23 @@
 """SFT examples and PPM pairs from hand-built trees with known answers."""
+
 import json
 import random
 
 import pytest
 
-from rstar_jax.train.examples import (
-    ExtractConfig, edit_distance, extract, pair_groups, read_pairs, read_sft, run_extract, sft_examples,
-    subtree_labels,
-)
 from rstar_jax.search.records import NodeRecord, TreeRecord, write_records
 from rstar_jax.steps import build_prompt
+from rstar_jax.train.examples import (
+    ExtractConfig,
+    edit_distance,
+    extract,
+    pair_groups,
+    read_pairs,
+    read_sft,
+    run_extract,
+    sft_examples,
+    subtree_labels,
+)
 
 
 def _tree(spec, pid="p"):
@@ -18,9 +26,23 @@ def _tree(spec, pid="p"):
     nodes = [NodeRecord(0, -1, 0, "", 0.0, 1, None, None, False, True, None, None, 0)]
     for i, (parent, text, q, kind) in enumerate(spec, 1):
         answer = {"right": "3", "wrong": "4"}.get(kind)
-        nodes.append(NodeRecord(i, parent, nodes[parent].depth + 1, text, q, 1, None, None,
-                                kind in ("right", "wrong", "error"), kind not in ("error", "inner-error"),
-                                answer, None if answer is None else kind == "right", 5))
+        nodes.append(
+            NodeRecord(
+                i,
+                parent,
+                nodes[parent].depth + 1,
+                text,
+                q,
+                1,
+                None,
+                None,
+                kind in ("right", "wrong", "error"),
+                kind not in ("error", "inner-error"),
+                answer,
+                None if answer is None else kind == "right",
+                5,
+            )
+        )
     return TreeRecord(pid, "What is 1 + 2?", "3", nodes, {})
 
 
@@ -32,9 +54,17 @@ RIGHT = "<answer>\nThe answer is \\boxed{3}\n<end_of_answer>"
 WRONG = "<answer>\nThe answer is \\boxed{4}\n<end_of_answer>"
 
 # root -> 1 (q .6) -> {3 right, 4 wrong}; root -> 2 (q -.5) -> {5 code error, 6 wrong}; root -> 7 unexplored
-TREE1 = _tree([(0, _step("a"), 0.6, None), (0, _step("b"), -0.5, None), (1, RIGHT, 1.0, "right"),
-               (1, WRONG, -1.0, "wrong"), (2, _step("e"), -1.0, "error"), (2, WRONG, -1.0, "wrong"),
-               (0, _step("c"), 0.2, None)])
+TREE1 = _tree(
+    [
+        (0, _step("a"), 0.6, None),
+        (0, _step("b"), -0.5, None),
+        (1, RIGHT, 1.0, "right"),
+        (1, WRONG, -1.0, "wrong"),
+        (2, _step("e"), -1.0, "error"),
+        (2, WRONG, -1.0, "wrong"),
+        (0, _step("c"), 0.2, None),
+    ]
+)
 
 
 def test_subtree_labels():
@@ -62,10 +92,20 @@ def test_pairs_tree1():
 
 def test_pairs_two_vs_two_order_and_margin():
     # positives by Q desc: 3 (.95), 1 (.9), 2 (.7) -> take 3, 1; negatives by Q asc: 4 (-.9), 9 (.42), 11 (.6)
-    spec = [(0, _step("a"), 0.9, None), (0, _step("b"), 0.7, None), (0, _step("c"), 0.95, None),
-            (0, _step("d"), -0.9, None), (1, RIGHT, 1.0, "right"), (2, RIGHT, 1.0, "right"),
-            (3, RIGHT, 1.0, "right"), (4, WRONG, -1.0, "wrong"), (0, _step("e"), 0.42, None),
-            (9, WRONG, -1.0, "wrong"), (0, _step("f"), 0.6, None), (11, WRONG, -1.0, "wrong")]
+    spec = [
+        (0, _step("a"), 0.9, None),
+        (0, _step("b"), 0.7, None),
+        (0, _step("c"), 0.95, None),
+        (0, _step("d"), -0.9, None),
+        (1, RIGHT, 1.0, "right"),
+        (2, RIGHT, 1.0, "right"),
+        (3, RIGHT, 1.0, "right"),
+        (4, WRONG, -1.0, "wrong"),
+        (0, _step("e"), 0.42, None),
+        (9, WRONG, -1.0, "wrong"),
+        (0, _step("f"), 0.6, None),
+        (11, WRONG, -1.0, "wrong"),
+    ]
     g = pair_groups(_tree(spec), ExtractConfig(final_pairs=False))[0]
     assert [c.node for c in g.pos] == [3, 1] and [c.node for c in g.neg] == [4, 9]
     # 1 (.9) vs 9 (.42): margin .48 < .5 dropped
@@ -85,9 +125,16 @@ def test_pairs_one_vs_four():
 
 def test_sft_ranking_and_invalid_exclusion():
     # a: q (.5, .5) mean .5 min .5; b: (0, 1) mean .5 min 0; c: highest mean but an invalid step
-    spec = [(0, _step("a"), 0.5, None), (1, RIGHT, 0.5, "right"), (0, _step("b"), 0.0, None),
-            (3, RIGHT, 1.0, "right"), (0, _step("c"), 0.9, "inner-error"), (5, RIGHT, 1.0, "right"),
-            (0, _step("d"), 0.9, None), (7, WRONG, 1.0, "wrong")]
+    spec = [
+        (0, _step("a"), 0.5, None),
+        (1, RIGHT, 0.5, "right"),
+        (0, _step("b"), 0.0, None),
+        (3, RIGHT, 1.0, "right"),
+        (0, _step("c"), 0.9, "inner-error"),
+        (5, RIGHT, 1.0, "right"),
+        (0, _step("d"), 0.9, None),
+        (7, WRONG, 1.0, "wrong"),
+    ]
     rec = _tree(spec)
     ex = sft_examples(rec, ExtractConfig())
     assert [e.nodes for e in ex] == [(0, 1, 2), (0, 3, 4)]

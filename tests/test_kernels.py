@@ -1,5 +1,6 @@
 """Shared-prefix (cascade) attention against dense attention over the materialised paths,
 in float64 numpy; and the kernels package never shadows Hugging Face's ``kernels``."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,8 @@ def dense_reference(q, pk, pv, plen, sk, sv, slen):
     out = np.zeros((g, r, h, d))
     for i in range(g):
         for j in range(r):
-            k = np.concatenate([pk[i, :plen[i]], sk[i, j, :slen[i, j]]]).astype(np.float64)
-            v = np.concatenate([pv[i, :plen[i]], sv[i, j, :slen[i, j]]]).astype(np.float64)
+            k = np.concatenate([pk[i, : plen[i]], sk[i, j, : slen[i, j]]]).astype(np.float64)
+            v = np.concatenate([pv[i, : plen[i]], sv[i, j, : slen[i, j]]]).astype(np.float64)
             if not len(k):
                 continue
             for head in range(h):
@@ -36,8 +37,10 @@ def dense_reference(q, pk, pv, plen, sk, sv, slen):
 
 def _case(dtype, seed=0, g=3, r=4, h=4, hkv=2, d=16, p=11, s=5):
     rng = np.random.default_rng(seed)
-    arrays = [rng.normal(size=shape).astype(np.float32) for shape in
-              [(g, r, h, d), (g, p, hkv, d), (g, p, hkv, d), (g, r, s, hkv, d), (g, r, s, hkv, d)]]
+    arrays = [
+        rng.normal(size=shape).astype(np.float32)
+        for shape in [(g, r, h, d), (g, p, hkv, d), (g, p, hkv, d), (g, r, s, hkv, d), (g, r, s, hkv, d)]
+    ]
     arrays = [np.asarray(jnp.asarray(a, dtype).astype(jnp.float32)) for a in arrays]  # rounded inputs
     plen = np.array([p, 0, 6])[:g]  # full, empty (a root), ragged
     slen = rng.integers(0, s + 1, size=(g, r))
@@ -49,8 +52,13 @@ def _case(dtype, seed=0, g=3, r=4, h=4, hkv=2, d=16, p=11, s=5):
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-5), (jnp.bfloat16, 2e-2)])
 def test_cascade_equals_dense_attention(dtype, tol):
     (q, pk, pv, sk, sv), plen, slen = _case(dtype)
-    got = cascade_attention(*(jnp.asarray(a, dtype) for a in (q, pk, pv)), jnp.asarray(plen),
-                            jnp.asarray(sk, dtype), jnp.asarray(sv, dtype), jnp.asarray(slen))
+    got = cascade_attention(
+        *(jnp.asarray(a, dtype) for a in (q, pk, pv)),
+        jnp.asarray(plen),
+        jnp.asarray(sk, dtype),
+        jnp.asarray(sv, dtype),
+        jnp.asarray(slen),
+    )
     assert got.dtype == dtype and got.shape == q.shape
     want = dense_reference(q, pk, pv, plen, sk, sv, slen)
     np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=tol, rtol=tol)
@@ -78,9 +86,11 @@ def test_bad_shapes_are_refused():
 def test_transformers_kernels_not_shadowed_from_repo_root():
     """From the repository root (on sys.path, as under pytest), transformers must still find
     Hugging Face's ``kernels`` and load a model class."""
-    code = ("import transformers.activations, transformers; import importlib.util as u; "
-            "spec = u.find_spec('kernels'); print(spec.origin if spec else None); "
-            "transformers.AutoModelForCausalLM")
+    code = (
+        "import transformers.activations, transformers; import importlib.util as u; "
+        "spec = u.find_spec('kernels'); print(spec.origin if spec else None); "
+        "transformers.AutoModelForCausalLM"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     origin = out.stdout.strip().splitlines()[-1]

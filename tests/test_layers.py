@@ -1,6 +1,7 @@
 """The package layers, enforced over the AST: a package imports only from packages in
 layers below it (module-level and function-local imports alike), and no modules import
 each other in a cycle."""
+
 from __future__ import annotations
 
 import ast
@@ -9,7 +10,7 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "rstar_jax"
 # Lowest first. kernels sit below models because the model's attention calls them.
 LAYERS = [
-    {"steps", "sequences", "config", "io"},
+    {"steps", "sequences", "config", "io", "lru", "shapes"},
     {"kernels"},
     {"models"},
     {"engine"},
@@ -86,7 +87,7 @@ def module_cycles(root: pathlib.Path = ROOT) -> list[list[str]]:
         state[node] = "open"
         for dep in sorted(graph[node]):
             if state.get(dep) == "open":
-                cycles.append(stack[stack.index(dep):] + [dep])
+                cycles.append(stack[stack.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep, stack + [dep])
         state[node] = "done"

@@ -1,4 +1,5 @@
 """Models against the transformers PyTorch reference on tiny random checkpoints."""
+
 from __future__ import annotations
 
 import copy
@@ -28,12 +29,16 @@ def _left_padded_batch(vocab, b=4, t=12, seed=0):
 def _torch_logits(model, ids, mask):
     pos = np.maximum(np.cumsum(mask, 1) - 1, 0)
     with torch.no_grad():
-        return model(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                     position_ids=torch.tensor(pos)).logits.float().numpy()
+        return (
+            model(torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(pos))
+            .logits.float()
+            .numpy()
+        )
 
 
-@pytest.mark.parametrize("family,tie,kv", [("qwen2", False, 2), ("qwen2", True, 2), ("llama", False, 1),
-                                           ("llama", True, 4)])
+@pytest.mark.parametrize(
+    "family,tie,kv", [("qwen2", False, 2), ("qwen2", True, 2), ("llama", False, 1), ("llama", True, 4)]
+)
 def test_golden_logits(tmp_path, family, tie, kv):
     model = make_hf_checkpoint(tmp_path, family, tie=tie, num_key_value_heads=kv, rope_theta=5000.0)
     config, params = models.load_hf(str(tmp_path))
@@ -51,13 +56,14 @@ def test_cache_matches_full_forward(qwen_ckpt):
     ids, mask = _left_padded_batch(config.vocab_size, t=14, seed=1)
     full = np.asarray(models.logits(config, params, jnp.asarray(ids), jnp.asarray(mask)))
     prompt = 8
-    step = jax.jit(lambda p, x, c, m: (lambda h, c: (models.project(config, p, h), c))(
-        *models.forward_cached(config, p, x, c, m)))
+    step = jax.jit(
+        lambda p, x, c, m: (lambda h, c: (models.project(config, p, h), c))(*models.forward_cached(config, p, x, c, m))
+    )
     cache = models.init_cache(config, ids.shape[0], 32)
     out, cache = step(params, jnp.asarray(ids[:, :prompt]), cache, jnp.asarray(mask[:, :prompt]))
     steps = [out]
     for t in range(prompt, ids.shape[1]):  # one-token decode steps
-        out, cache = step(params, jnp.asarray(ids[:, t:t + 1]), cache, jnp.asarray(mask[:, t:t + 1]))
+        out, cache = step(params, jnp.asarray(ids[:, t : t + 1]), cache, jnp.asarray(mask[:, t : t + 1]))
         steps.append(out)
     cached = np.concatenate([np.asarray(s) for s in steps], axis=1)
     valid = mask.astype(bool)
@@ -115,8 +121,9 @@ def test_ppm_head_saved_with_backbone(tmp_path, qwen_ckpt):
     models.save_hf(pcfg, pparams, str(tmp_path / "ppm"))
     cfg2, params2 = models.load_hf(str(tmp_path / "ppm"))
     assert cfg2.value_head
-    np.testing.assert_allclose(np.asarray(models.ppm_scores(cfg2, params2, jnp.asarray(ids), jnp.asarray(mask))),
-                               scores, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(models.ppm_scores(cfg2, params2, jnp.asarray(ids), jnp.asarray(mask))), scores, atol=1e-6
+    )
 
 
 def test_bad_checkpoints_name_file_and_tensor(tmp_path, qwen_ckpt):
@@ -149,8 +156,15 @@ def test_bad_checkpoints_name_file_and_tensor(tmp_path, qwen_ckpt):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="model_type"):
-        ModelConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=2,
-                    num_kv_heads=1, model_type="gpt2")
+        ModelConfig(
+            vocab_size=8,
+            hidden_size=8,
+            intermediate_size=8,
+            num_layers=1,
+            num_heads=2,
+            num_kv_heads=1,
+            model_type="gpt2",
+        )
     with pytest.raises(ValueError, match="multiple"):
         ModelConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=3, num_kv_heads=2)
 
@@ -179,21 +193,29 @@ print("OK")
 
 
 def test_step_tokens_round_trip_and_resize(qwen_ckpt):
-    from tokenizers import Tokenizer, decoders, models as tk_models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tk_models
     from transformers import PreTrainedTokenizerFast
 
     from rstar_jax import steps
     from rstar_jax.models.tokenizer import add_step_tokens
 
-    text = (steps.build_prompt("Tom has 3 apples and buys 12 more. How many?")
-            + "# Tom has 3 apples.\nx = 3\n" + steps.END_OF_STEP
-            + "# He buys 12 more.\nx = x + 12\nprint(x)\n" + steps.END_OF_CODE
-            + steps.output_block("15") + steps.answer_step("15"))
+    text = (
+        steps.build_prompt("Tom has 3 apples and buys 12 more. How many?")
+        + "# Tom has 3 apples.\nx = 3\n"
+        + steps.END_OF_STEP
+        + "# He buys 12 more.\nx = x + 12\nprint(x)\n"
+        + steps.END_OF_CODE
+        + steps.output_block("15")
+        + steps.answer_step("15")
+    )
     tok = Tokenizer(tk_models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([text.replace("<", " ")] * 3, trainers.BpeTrainer(
-        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.train_from_iterator(
+        [text.replace("<", " ")] * 3,
+        trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+    )
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False)
     path, _ = qwen_ckpt
     config, params = models.load_hf(str(path))

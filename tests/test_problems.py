@@ -1,4 +1,5 @@
 """Problem files: every benchmark format in shared/data loads, gold answers are right, errors name the line."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def test_math500_and_rstar_eval_agree():
 
 
 @needs_data
-@pytest.mark.parametrize("name", sorted(p.name for p in (DATA / "rstar_math_eval").glob("*.json"))
-                         if DATA.exists() else [])
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (DATA / "rstar_math_eval").glob("*.json")) if DATA.exists() else []
+)
 def test_every_rstar_eval_file_loads(name):
     records = json.loads((DATA / "rstar_math_eval" / name).read_text())
     problems = load_problems(DATA / "rstar_math_eval" / name)

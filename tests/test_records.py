@@ -1,4 +1,5 @@
 """Tree records: lossless JSON, building from a device tree, trajectories, files."""
+
 import dataclasses
 import json
 import math
@@ -10,7 +11,6 @@ import pytest
 from rstar_jax.search.records import (
     NodeRecord,
     TreeRecord,
-    is_correct_path,
     mean_q,
     min_q,
     read_records,
@@ -19,7 +19,8 @@ from rstar_jax.search.records import (
     trajectory_steps,
     write_records,
 )
-from rstar_jax.search.tree import Tree, check_invariants
+from rstar_jax.search.tree import Tree
+from tests.tree_checks import check_invariants
 
 
 def _tree() -> Tree:
@@ -47,16 +48,21 @@ def _tree() -> Tree:
 INFOS = [
     {"text": ""},
     {"text": "<code>\n# add\nx = 1 + 2\n<end_of_step>", "output": None, "num_tokens": 9, "score": 0.25},
-    {"text": "<answer>\\boxed{3}<end_of_answer>", "answer": "3", "correct": True, "num_tokens": 7,
-     "score": 1 / 3},
+    {"text": "<answer>\\boxed{3}<end_of_answer>", "answer": "3", "correct": True, "num_tokens": 7, "score": 1 / 3},
     {"text": "print(y)<end_of_code>", "output": "NameError: name 'y' is not defined", "valid": False},
     {"text": "<answer>\\boxed{4}<end_of_answer>", "answer": "4", "correct": False, "score": -0.1},
 ]
 
 
 def _record(**meta) -> TreeRecord:
-    return record_from_tree(_tree(), INFOS, problem_id="p1", question="1+2? ünïcode ∑", gold="3",
-                            meta={"mode": "terminal", "nested": {"xs": [1, 2.5, None]}, **meta})
+    return record_from_tree(
+        _tree(),
+        INFOS,
+        problem_id="p1",
+        question="1+2? ünïcode ∑",
+        gold="3",
+        meta={"mode": "terminal", "nested": {"xs": [1, 2.5, None]}, **meta},
+    )
 
 
 def test_record_from_tree():
@@ -103,7 +109,7 @@ def test_trajectories():
     assert trajectories(r) == [[0, 1, 2], [0, 1, 4]]
     good, bad = trajectories(r)
     assert trajectory_steps(r, good) == [INFOS[1]["text"], INFOS[2]["text"]]
-    assert is_correct_path(r, good) and not is_correct_path(r, bad)
+    assert r.nodes[good[-1]].correct is True and r.nodes[bad[-1]].correct is not True
     assert mean_q(r, good) == 0.5 and min_q(r, good) == 0.0
     assert mean_q(r, bad) == -0.5 and min_q(r, bad) == -1.0
     with pytest.raises(ValueError):

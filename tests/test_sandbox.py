@@ -1,4 +1,5 @@
 """Functional tests of the sandbox: results, error format, isolation between programs, recovery."""
+
 from __future__ import annotations
 
 import ast
@@ -74,8 +75,16 @@ def test_order_duplicates_and_cache():
 
 def test_fresh_state_per_program(sb):
     # Batchable programs share a child; others get one each: neither sees another's state.
-    r = sb.run_many(["secret = 41", "print(secret)", "import math\nmath.pi = 3", "import math\nprint(math.pi)",
-                     "open('note.txt', 'w').write('hi')", "print(open('note.txt').read())"])
+    r = sb.run_many(
+        [
+            "secret = 41",
+            "print(secret)",
+            "import math\nmath.pi = 3",
+            "import math\nprint(math.pi)",
+            "open('note.txt', 'w').write('hi')",
+            "print(open('note.txt').read())",
+        ]
+    )
     assert r[1].error == "NameError: name 'secret' is not defined"
     assert r[2].ok and r[3].stdout == f"{math.pi}\n"
     assert r[4].ok and r[5].error.startswith("FileNotFoundError")
@@ -83,8 +92,15 @@ def test_fresh_state_per_program(sb):
 
 def test_timeout_inside_a_batch_spares_the_others(sb):
     t0 = time.monotonic()
-    r = sb.run_many(["a = 2\nprint(a * 21)", "while True:\n    pass", "print(sum(range(10)))",
-                     "import time\ntime.sleep(60)", "print('last')"])
+    r = sb.run_many(
+        [
+            "a = 2\nprint(a * 21)",
+            "while True:\n    pass",
+            "print(sum(range(10)))",
+            "import time\ntime.sleep(60)",
+            "print('last')",
+        ]
+    )
     assert r[0].stdout == "42\n" and r[2].stdout == "45\n" and r[4].stdout == "last\n"
     for x in (r[1], r[3]):
         assert x.timed_out and not x.ok and x.error.startswith("TimeoutError")
@@ -101,10 +117,12 @@ def test_output_truncated_keeping_head_and_tail(sb):
 
 
 def test_heavy_modules_and_determinism(sb):
-    progs = ["import sympy as sp\nx = sp.symbols('x')\nprint(sp.solve(x**2 - 4, x))",
-             "import numpy as np\nprint(np.linalg.det(np.array([[2.0, 0], [0, 3.0]])))",
-             "from sympy import Rational\nprint(Rational(3, 4) + Rational(1, 4))",
-             "import sys\nprint('jax' in sys.modules, 'rstar_jax' in sys.modules)"]
+    progs = [
+        "import sympy as sp\nx = sp.symbols('x')\nprint(sp.solve(x**2 - 4, x))",
+        "import numpy as np\nprint(np.linalg.det(np.array([[2.0, 0], [0, 3.0]])))",
+        "from sympy import Rational\nprint(Rational(3, 4) + Rational(1, 4))",
+        "import sys\nprint('jax' in sys.modules, 'rstar_jax' in sys.modules)",
+    ]
     r = sb.run_many(progs)
     assert r[0].stdout == "[-2, 2]\n" and r[1].stdout == "6.0\n" and r[2].stdout == "1\n"
     assert r[3].stdout == "False False\n"  # workers never import JAX nor the package
@@ -177,21 +195,39 @@ def test_isolation_report(sb):
 
 def test_batchable_policy():
     denied = denied_attributes()
-    yes = ["x = 3\ny = x ** 2\nprint(y)", "import math\nprint(math.sqrt(2))",
-           "from fractions import Fraction as F\nprint(F(1, 3))",
-           "def f(n):\n    return 1 if n < 2 else n * f(n - 1)\nprint(f(5))",
-           "a = [1, 2]\na.append(3)\na[0] = 5\nprint(sorted(a))", "while True:\n    pass"]
-    no = ["import random\nprint(random.random())", "import os", "import math\nmath.pi = 3",
-          "print(open('x').read())", "print(().__class__)", "import fractions\nfractions.sys.setrecursionlimit(9)",
-          "class A:\n    pass", "getattr(print, 'x')", "import numbers\nnumbers.Number.register(str)",
-          "import copy\ncopy.dispatch_table[int] = 1", "with x:\n    pass", "__builtins__"]
+    yes = [
+        "x = 3\ny = x ** 2\nprint(y)",
+        "import math\nprint(math.sqrt(2))",
+        "from fractions import Fraction as F\nprint(F(1, 3))",
+        "def f(n):\n    return 1 if n < 2 else n * f(n - 1)\nprint(f(5))",
+        "a = [1, 2]\na.append(3)\na[0] = 5\nprint(sorted(a))",
+        "while True:\n    pass",
+    ]
+    no = [
+        "import random\nprint(random.random())",
+        "import os",
+        "import math\nmath.pi = 3",
+        "print(open('x').read())",
+        "print(().__class__)",
+        "import fractions\nfractions.sys.setrecursionlimit(9)",
+        "class A:\n    pass",
+        "getattr(print, 'x')",
+        "import numbers\nnumbers.Number.register(str)",
+        "import copy\ncopy.dispatch_table[int] = 1",
+        "with x:\n    pass",
+        "__builtins__",
+    ]
     assert all(batchable(ast.parse(p), denied) for p in yes)
     assert not any(batchable(ast.parse(p), denied) for p in no)
 
 
 def test_helpers():
     assert imported_modules("import numpy as np, math\nfrom sympy.abc import x\n  import os.path") == {
-        "numpy", "math", "sympy.abc", "os.path"}
+        "numpy",
+        "math",
+        "sympy.abc",
+        "os.path",
+    }
     assert needs_heavy("import sympy") and needs_heavy("from numpy import array") and not needs_heavy("import math")
     assert truncate("abc", 5) == "abc"
     t = truncate("a" * 10 + "b" * 10, 8)

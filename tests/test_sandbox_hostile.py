@@ -1,5 +1,6 @@
 """Hostile programs: each must be contained, and afterwards the pool must still work,
 leave no process behind, and the host's files must be untouched."""
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STDLIB = os.path.dirname(os.__file__)
 HOME = os.path.expanduser("~")
 # Paths no program may create (checked after the corpus).
-MARKERS = [f"/tmp/rstar_pwned_{TAG}", f"/dev/shm/rstar_pwned_{TAG}", f"/var/tmp/rstar_pwned_{TAG}",
-           os.path.join(HOME, f"rstar_pwned_{TAG}"), os.path.join(REPO, f"rstar_pwned_{TAG}"),
-           os.path.join(STDLIB, f"rstar_pwned_{TAG}"), f"/tmp/rstar_fifo_{TAG}"]
+MARKERS = [
+    f"/tmp/rstar_pwned_{TAG}",
+    f"/dev/shm/rstar_pwned_{TAG}",
+    f"/var/tmp/rstar_pwned_{TAG}",
+    os.path.join(HOME, f"rstar_pwned_{TAG}"),
+    os.path.join(REPO, f"rstar_pwned_{TAG}"),
+    os.path.join(STDLIB, f"rstar_pwned_{TAG}"),
+    f"/tmp/rstar_fifo_{TAG}",
+]
 M = MARKERS[0]
 PAYLOAD = f"import os; os.system('touch {M}')"
 
@@ -35,8 +42,12 @@ def timed_out(r):
 
 
 def denied(r):
-    return not r.ok and ("PermissionError" in r.error or "ImportError" in r.error
-                         or "ModuleNotFoundError" in r.error or "RuntimeError" in r.error)
+    return not r.ok and (
+        "PermissionError" in r.error
+        or "ImportError" in r.error
+        or "ModuleNotFoundError" in r.error
+        or "RuntimeError" in r.error
+    )
 
 
 def error_has(*words):
@@ -53,8 +64,12 @@ def corpus(canary: str, canary_dir: str) -> list[tuple[str, str, object]]:
         ("busy loop", "while True:\n    pass", timed_out),
         ("sleep", "import time\ntime.sleep(100)", timed_out),
         ("huge power", "x = 10 ** (10 ** 10)", timed_out),
-        ("ignore cpu signals", "import signal\nfor s in (signal.SIGXCPU, signal.SIGALRM, signal.SIGTERM):\n"
-                               "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass", timed_out),
+        (
+            "ignore cpu signals",
+            "import signal\nfor s in (signal.SIGXCPU, signal.SIGALRM, signal.SIGTERM):\n"
+            "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass",
+            timed_out,
+        ),
         ("output flood forever", "while True:\n    print('x' * 1000)", timed_out),
         ("output flood once", "print('y' * 10**7)", lambda r: r.ok and len(r.stdout) < 2000),
         ("stdin read", "print(input())", error_has("EOFError")),
@@ -67,18 +82,28 @@ def corpus(canary: str, canary_dir: str) -> list[tuple[str, str, object]]:
         ("os.popen", f"import os\nos.popen('touch {M}').read()", denied),
         ("execv", f"import os\nos.execv('/usr/bin/touch', ['touch', '{M}'])", denied),
         ("posix_spawn", f"import os\nos.posix_spawn('/usr/bin/touch', ['touch', '{M}'], {{}})", denied),
-        ("fork_exec via sys.modules",
-         "import sys\nimport numpy\nfe = sys.modules['_posixsubprocess'].fork_exec\n"
-         f"fe(['/usr/bin/touch', '{M}'], [b'/usr/bin/touch'], True, (), None, None, -1, -1, -1, -1, -1, -1,"
-         " -1, -1, False, False, None, None, None, -1, None, False)", not_ok),
+        (
+            "fork_exec via sys.modules",
+            "import sys\nimport numpy\nfe = sys.modules['_posixsubprocess'].fork_exec\n"
+            f"fe(['/usr/bin/touch', '{M}'], [b'/usr/bin/touch'], True, (), None, None, -1, -1, -1, -1, -1, -1,"
+            " -1, -1, False, False, None, None, None, -1, None, False)",
+            not_ok,
+        ),
         ("multiprocessing", "import multiprocessing\nmultiprocessing.Process(target=print).start()", denied),
         ("pty", "import pty\npty.spawn('/bin/sh')", denied),
-        ("lingering thread", f"import threading, time\ndef later():\n    time.sleep(0.5)\n"
-                             f"    open('{M}', 'w').write('x')\nthreading.Thread(target=later).start()\nprint('main done')",
-         lambda r: "main done" not in r.stdout or r.ok),
+        (
+            "lingering thread",
+            f"import threading, time\ndef later():\n    time.sleep(0.5)\n"
+            f"    open('{M}', 'w').write('x')\nthreading.Thread(target=later).start()\nprint('main done')",
+            lambda r: "main done" not in r.stdout or r.ok,
+        ),
         ("kill parent", "import os\nos.kill(os.getppid(), 9)", denied),
         ("kill everything", "import os\nos.kill(-1, 9)", denied),
-        ("setuid root", "import os\nos.setuid(0)\nprint('root!')", lambda r: "root!" not in r.stdout or os.geteuid() != 0),
+        (
+            "setuid root",
+            "import os\nos.setuid(0)\nprint('root!')",
+            lambda r: "root!" not in r.stdout or os.geteuid() != 0,
+        ),
         # network
         ("socket connect", "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)", denied),
         ("raw _socket", "import _socket\n_socket.socket()", denied),
@@ -88,8 +113,12 @@ def corpus(canary: str, canary_dir: str) -> list[tuple[str, str, object]]:
         ("write repo", f"open('{MARKERS[4]}', 'w').write('x')", denied),
         ("write tmp", f"open('{M}', 'w').write('x')", denied),
         ("write shm", f"open('{MARKERS[1]}', 'w').write('x')", denied),
-        ("write stdlib via dir_fd", f"import os\nfd = os.open(os.path.dirname(os.__file__), os.O_RDONLY)\n"
-                                    f"os.open('rstar_pwned_{TAG}', os.O_WRONLY | os.O_CREAT, dir_fd=fd)", denied),
+        (
+            "write stdlib via dir_fd",
+            f"import os\nfd = os.open(os.path.dirname(os.__file__), os.O_RDONLY)\n"
+            f"os.open('rstar_pwned_{TAG}', os.O_WRONLY | os.O_CREAT, dir_fd=fd)",
+            denied,
+        ),
         ("mkfifo", f"import os\nos.mkfifo('{MARKERS[6]}')", denied),
         ("delete canary", f"import os\nos.remove('{canary}')", denied),
         ("rmtree canary dir", f"import shutil\nshutil.rmtree('{canary_dir}')", denied),
@@ -106,8 +135,11 @@ def corpus(canary: str, canary_dir: str) -> list[tuple[str, str, object]]:
         ("env secret", "import os\nprint(os.environ)", no_secret),
         ("parent environ", "import os\nprint(open(f'/proc/{os.getppid()}/environ').read())", denied),
         ("chdir out", "import os\nos.chdir('/')\nprint(open('etc/passwd').read())", denied),
-        ("fill disk", "with open('big', 'wb') as f:\n    while True:\n        f.write(b'0' * 2**20)",
-         error_has("File too large", "OSError")),
+        (
+            "fill disk",
+            "with open('big', 'wb') as f:\n    while True:\n        f.write(b'0' * 2**20)",
+            error_has("File too large", "OSError"),
+        ),
         ("many files", "i = 0\nwhile True:\n    open(f'f{i}', 'w').close()\n    i += 1", not_ok),
         # memory and the interpreter
         ("memory bomb", "x = bytearray(10**11)", error_has("MemoryError")),
@@ -118,28 +150,46 @@ def corpus(canary: str, canary_dir: str) -> list[tuple[str, str, object]]:
         ("os._exit", "import os\nprint('bye')\nos._exit(0)", lambda r: r.stdout == ""),
         ("raise rlimit", "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (-1, -1))", denied),
         ("ctypes", f"import ctypes\nctypes.CDLL(None).system(b'touch {M}')", denied),
-        ("ctypes via numpy", f"import sys, numpy\nc = sys.modules['ctypes']\nc.CDLL(None).system(b'touch {M}')",
-         denied),
+        (
+            "ctypes via numpy",
+            f"import sys, numpy\nc = sys.modules['ctypes']\nc.CDLL(None).system(b'touch {M}')",
+            denied,
+        ),
         ("fd exhaustion", "fs = [open('/dev/null') for _ in range(10**5)]", error_has("Too many open files")),
         # attacks on the guard itself
         ("heap walk", "import gc\nprint(len(gc.get_objects()))", denied),
         ("settrace", "import sys\nsys.settrace(lambda *a: None)", denied),
-        ("patch builtins", "import builtins\nbuiltins.type = lambda x: str\nbuiltins.isinstance = lambda *a: True\n"
-                           "builtins.len = lambda x: 0\nprint(open('/etc/passwd').read())", denied),
-        ("patch os.path", "import os.path, posixpath\nos.path.normpath = posixpath.normpath = lambda p: '/tmp'\n"
-                          "os.path.abspath = posixpath.abspath = lambda p: '/tmp'\nprint(open('/etc/passwd').read())",
-         denied),
-        ("hook frame locals", "try:\n    open('/etc/passwd')\nexcept PermissionError as e:\n    tb = e.__traceback__\n"
-                              "    while tb.tb_next:\n        tb = tb.tb_next\n    loc = tb.tb_frame.f_locals\n"
-                              "    loc['read_prefixes'] = ('/',)\n    loc['denied_events'] = frozenset()\n"
-                              "print(open('/etc/passwd').read())", denied),
+        (
+            "patch builtins",
+            "import builtins\nbuiltins.type = lambda x: str\nbuiltins.isinstance = lambda *a: True\n"
+            "builtins.len = lambda x: 0\nprint(open('/etc/passwd').read())",
+            denied,
+        ),
+        (
+            "patch os.path",
+            "import os.path, posixpath\nos.path.normpath = posixpath.normpath = lambda p: '/tmp'\n"
+            "os.path.abspath = posixpath.abspath = lambda p: '/tmp'\nprint(open('/etc/passwd').read())",
+            denied,
+        ),
+        (
+            "hook frame locals",
+            "try:\n    open('/etc/passwd')\nexcept PermissionError as e:\n    tb = e.__traceback__\n"
+            "    while tb.tb_next:\n        tb = tb.tb_next\n    loc = tb.tb_frame.f_locals\n"
+            "    loc['read_prefixes'] = ('/',)\n    loc['denied_events'] = frozenset()\n"
+            "print(open('/etc/passwd').read())",
+            denied,
+        ),
         ("pickle payload", f"import pickle\npickle.loads(b\"cos\\nsystem\\n(S'touch {M}'\\ntR.\")", denied),
         ("exec payload", f"exec(bytes.fromhex('{PAYLOAD.encode().hex()}').decode())", denied),
         # May report its own forged output (no worse than printing it); must not disturb anything else.
-        ("forge result frames", "import os, json\np = json.dumps({'ok': True, 'stdout': 'forged', 'error': None})"
-                                ".encode()\nfor fd in range(3, 64):\n    try:\n"
-                                "        os.write(fd, (len(p).to_bytes(4, 'big') + p) * 3 + b'garbage')\n"
-                                "    except OSError:\n        pass", lambda r: r.stdout in ("", "forged")),
+        (
+            "forge result frames",
+            "import os, json\np = json.dumps({'ok': True, 'stdout': 'forged', 'error': None})"
+            ".encode()\nfor fd in range(3, 64):\n    try:\n"
+            "        os.write(fd, (len(p).to_bytes(4, 'big') + p) * 3 + b'garbage')\n"
+            "    except OSError:\n        pass",
+            lambda r: r.stdout in ("", "forged"),
+        ),
         ("breakpoint", "breakpoint()", not_ok),
     ]
 

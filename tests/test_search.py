@@ -1,4 +1,5 @@
 """The search driver end to end: bootstrap proposer, real sandbox, grader, toy reward models."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,11 @@ def check_record(rec: TreeRecord, mode: str) -> None:
     kids: dict[int, list] = {}
     for n in nodes[1:]:
         kids.setdefault(n.parent, []).append(n)
+
     # A failed step that ended its branch: invalid, childless, -1 on itself only.
-    failed = lambda n: not n.valid and n.terminal and not kids.get(n.index)
+    def failed(n):
+        return not n.valid and n.terminal and not kids.get(n.index)
+
     if mode == "terminal":
         for n in nodes:
             own = 1 if n.text.rstrip().endswith("<end_of_answer>") else 0
@@ -70,8 +74,9 @@ def test_mcts_finds_more_than_plain_sampling(sandbox):
     rates = {3: ErrorRates.split(0.3)}
     proposer = BootstrapProposer(probs, error_rates=rates)
     plain = solve_rate(proposer, probs, samples=1)[3]
-    records, _ = run_mcts(probs, proposer, sandbox, SearchConfig(rollouts=8, candidates=4, batch_size=32),
-                          progress=False)
+    records, _ = run_mcts(
+        probs, proposer, sandbox, SearchConfig(rollouts=8, candidates=4, batch_size=32), progress=False
+    )
     found = np.mean([any(n.correct for n in r.nodes) for r in records])
     # measured 0.44 vs 0.13 here (seed 6: 0.38 vs 0.09); 16 problems were too few to hold a margin
     assert found >= plain + 0.2, (found, plain)
@@ -115,8 +120,7 @@ def test_ppm_mode_and_test_time_selection(sandbox):
         check_record(r, "ppm")
         assert all(n.prior is not None for n in r.nodes[1:] if n.valid)
     guided = np.mean([answers.is_solved(r, "best") for r in records])
-    chains, _ = run_chains(probs, proposer, sandbox, cfg.replace(temperature=1.0), 1, None, gold=False,
-                           progress=False)
+    chains, _ = run_chains(probs, proposer, sandbox, cfg.replace(temperature=1.0), 1, None, gold=False, progress=False)
     single = np.mean([answers.is_solved(r, "best") for r in chains])
     assert guided >= 0.75 and guided > single, (guided, single)
 
@@ -125,18 +129,44 @@ def test_answer_selection_rules():
     from rstar_jax.search.records import NodeRecord
 
     def node(i, ans, prior):
-        return NodeRecord(index=i, parent=0, depth=1, text="<answer>x<end_of_answer>", q=0.0, visits=1,
-                          prior=prior, output=None, terminal=True, valid=True, answer=ans, correct=None,
-                          num_tokens=1)
+        return NodeRecord(
+            index=i,
+            parent=0,
+            depth=1,
+            text="<answer>x<end_of_answer>",
+            q=0.0,
+            visits=1,
+            prior=prior,
+            output=None,
+            terminal=True,
+            valid=True,
+            answer=ans,
+            correct=None,
+            num_tokens=1,
+        )
 
-    root = NodeRecord(index=0, parent=-1, depth=0, text="", q=0.0, visits=0, prior=None, output=None,
-                      terminal=False, valid=True, answer=None, correct=None, num_tokens=0)
-    rec = TreeRecord("p", "q", "7", [root, node(1, "5", 0.9), node(2, "7", 0.5), node(3, "7.0", 0.4),
-                                     node(4, "\\frac{14}{2}", -0.2)])
-    assert answers.select(rec, "best").answer == "5"
-    assert answers.select(rec, "majority").answer == "7"  # 7, 7.0 and 14/2 agree
-    assert answers.select(rec, "weighted").answer == "7"
-    assert answers.select(rec, "majority", top_k=1).answer == "5"
+    root = NodeRecord(
+        index=0,
+        parent=-1,
+        depth=0,
+        text="",
+        q=0.0,
+        visits=0,
+        prior=None,
+        output=None,
+        terminal=False,
+        valid=True,
+        answer=None,
+        correct=None,
+        num_tokens=0,
+    )
+    rec = TreeRecord(
+        "p", "q", "7", [root, node(1, "5", 0.9), node(2, "7", 0.5), node(3, "7.0", 0.4), node(4, "\\frac{14}{2}", -0.2)]
+    )
+    assert answers.choose_answer(rec, "best").answer == "5"
+    assert answers.choose_answer(rec, "majority").answer == "7"  # 7, 7.0 and 14/2 agree
+    assert answers.choose_answer(rec, "weighted").answer == "7"
+    assert answers.choose_answer(rec, "majority", top_k=1).answer == "5"
     assert answers.is_solved(rec, "majority") and not answers.is_solved(rec, "best")
 
 
@@ -167,27 +197,42 @@ def tiny_engine_pair(problems):
     from rstar_jax.models import ModelConfig, init_params, init_value_head
     from rstar_jax.steps import build_prompt
 
-    tok = train_domain_tokenizer([build_prompt(p.question) + "".join(reference_solution(p)) for p in problems],
-                                 vocab_size=300)
-    config = ModelConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                         num_kv_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    tok = train_domain_tokenizer(
+        [build_prompt(p.question) + "".join(reference_solution(p)) for p in problems], vocab_size=300
+    )
+    config = ModelConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     params = init_params(config, jax.random.key(0))
     pcfg, pparams = init_value_head(config, params, jax.random.key(1))
     return Engine(config, params, tok), Engine(pcfg, pparams, tok)
 
 
 def test_engine_backed_search_and_baselines(problems, sandbox, tiny_engine_pair):
-    from rstar_jax.search.proposers import PolicyProposer
-    from rstar_jax.search.proposers import PPMScorer
+    from rstar_jax.search.proposers import PolicyProposer, PPMScorer
 
     policy, ppm = tiny_engine_pair
     proposer, scorer = PolicyProposer(policy, max_step_tokens=12), PPMScorer(ppm)
     probs = problems[:3]
     cfg = SearchConfig(rollouts=2, candidates=3, max_step_tokens=12, max_depth=4, error_threshold=1)
     for mode, reward in (("terminal", "gold"), ("ppm", "ppm")):
-        recs, st = run_mcts(probs, proposer, sandbox, cfg.replace(mode=mode, reward=reward),
-                            scorer if mode == "ppm" else None, progress=False)
+        recs, st = run_mcts(
+            probs,
+            proposer,
+            sandbox,
+            cfg.replace(mode=mode, reward=reward),
+            scorer if mode == "ppm" else None,
+            progress=False,
+        )
         assert st.tokens == sum(n.num_tokens for r in recs for n in r.nodes) > 0
         # K samples share one prefill: each expansion saves (K - 1) copies of its prompt.
         assert st.prefill_tokens > 0 and st.prefill_saved >= (cfg.candidates - 1) * st.nodes_expanded

@@ -1,5 +1,6 @@
 """The synthetic domain: answers match the reference programs, splits are fixed and disjoint,
 slips rarely reach the gold answer, and the domain tokenizer round-trips exactly."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,20 @@ from fractions import Fraction
 
 import pytest
 
+from rstar_jax.domain.synthetic import (
+    MAX_VALUE,
+    MIN_VALUE,
+    TIER_OPS,
+    coincidence_rate,
+    execute_trusted,
+    generate_problems,
+    make_splits,
+    perturbations,
+    plan_of,
+    reference_solution,
+)
 from rstar_jax.domain.tokenizer import ALL_SPECIAL, train_domain_tokenizer
 from rstar_jax.models.tokenizer import load_tokenizer
-from rstar_jax.domain.synthetic import (
-    MAX_VALUE, MIN_VALUE, TIER_OPS, coincidence_rate, execute_trusted, generate_problems,
-    make_splits, perturbations, plan_of, reference_solution,
-)
 from rstar_jax.steps import SPECIAL_TOKENS, build_prompt, path_program, step_kind
 
 
@@ -85,8 +94,19 @@ def test_coincidence_rate_is_tiny():
 
 def test_coincidence_rate_can_detect_a_coincidence():
     p = generate_problems(1, 1, seed=0)[0]
-    rigged = type(p)(p.id, p.question, p.answer, {**p.meta, "plan": [
-        *p.meta["plan"][:-1], {"op": "mul", "args": [1], "clause": "Nothing changes."}, p.meta["plan"][-1]]})
+    rigged = type(p)(
+        p.id,
+        p.question,
+        p.answer,
+        {
+            **p.meta,
+            "plan": [
+                *p.meta["plan"][:-1],
+                {"op": "mul", "args": [1], "clause": "Nothing changes."},
+                p.meta["plan"][-1],
+            ],
+        },
+    )
     assert coincidence_rate([rigged])["skip_step"] > 0  # skipping "x = x * 1" is harmless
 
 
@@ -99,7 +119,10 @@ def domain_texts():
 def test_tokenizer_round_trip_digits_and_markers(domain_texts, tmp_path):
     tok = train_domain_tokenizer(domain_texts, vocab_size=400, out_dir=tmp_path / "tok")
     assert {f.name for f in (tmp_path / "tok").iterdir()} >= {
-        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
     # a model config naming another family in the same folder must not change the class or ids
     (tmp_path / "tok" / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     loaded = load_tokenizer(tmp_path / "tok")
@@ -128,11 +151,18 @@ def test_base_model_from_scratch_ties_embeddings_as_asked(tie, tmp_path):
     import numpy as np
     import transformers
 
-    from rstar_jax.models import load_hf
     from rstar_jax.evolve.base_model import BaseModelSpec, build_base_model
+    from rstar_jax.models import load_hf
 
-    spec = BaseModelSpec(vocab_size=320, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                         num_kv_heads=1, tie_word_embeddings=tie)
+    spec = BaseModelSpec(
+        vocab_size=320,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        tie_word_embeddings=tie,
+    )
     build_base_model(spec, generate_problems(20, 1, seed=0), str(tmp_path))
     config, params = load_hf(str(tmp_path))
     assert config.tie_word_embeddings is tie and ("lm_head" in params) is not tie

@@ -1,11 +1,18 @@
 """Losses against float64 numpy, packing and masks, the row stream, the optimizer schedule."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rstar_jax.train.batching import (
-    EncodedGroup, EncodedSFT, RowStream, first_fit, group_caps, pack_groups, pack_sft,
+    EncodedGroup,
+    EncodedSFT,
+    RowStream,
+    first_fit,
+    group_caps,
+    pack_groups,
+    pack_sft,
 )
 from rstar_jax.train.config import SFTConfig
 from rstar_jax.train.losses import RewardLoss, bt_loss, packed_mask, token_nll
@@ -23,7 +30,8 @@ def test_bt_loss_and_gradient_match_float64_numpy():
     # 3 prefixes with 4, 6 and 3 pairs (weights 1/4, 1/6, 1/3), then a padded pair (weight 0)
     w = np.array([0.25] * 4 + [1 / 6] * 6 + [1 / 3] * 3 + [0.0])
     loss, (g_pos, g_neg) = jax.value_and_grad(bt_loss, argnums=(0, 1))(
-        jnp.float32(r_pos), jnp.float32(r_neg), jnp.float32(w))
+        jnp.float32(r_pos), jnp.float32(r_neg), jnp.float32(w)
+    )
     np.testing.assert_allclose(float(loss), _np_bt(r_pos, r_neg, w), rtol=1e-6)
     # d/d r_pos of w*softplus(-(r_pos - r_neg)) / sum(w) = -w * sigmoid(-(d)) / sum(w)
     d = r_pos.astype(np.float64) - r_neg
@@ -46,23 +54,28 @@ def test_packed_mask_segments_and_branches():
     seg = jnp.array([[1, 1, 1, 1, 1, 2, 2, 0]])
     br = jnp.array([[0, 0, 1, 2, 2, 0, 3, 0]])
     m = np.asarray(packed_mask(seg, br))[0].astype(int)
-    expect = np.array([
-        [1, 0, 0, 0, 0, 0, 0, 0],
-        [1, 1, 0, 0, 0, 0, 0, 0],
-        [1, 1, 1, 0, 0, 0, 0, 0],  # branch 1 sees the prefix and itself
-        [1, 1, 0, 1, 0, 0, 0, 0],  # branch 2 does not see branch 1
-        [1, 1, 0, 1, 1, 0, 0, 0],
-        [0, 0, 0, 0, 0, 1, 0, 0],  # a new segment sees nothing before it
-        [0, 0, 0, 0, 0, 1, 1, 0],
-        [0, 0, 0, 0, 0, 0, 0, 0],  # padding
-    ])
+    expect = np.array(
+        [
+            [1, 0, 0, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0, 0, 0],  # branch 1 sees the prefix and itself
+            [1, 1, 0, 1, 0, 0, 0, 0],  # branch 2 does not see branch 1
+            [1, 1, 0, 1, 1, 0, 0, 0],
+            [0, 0, 0, 0, 0, 1, 0, 0],  # a new segment sees nothing before it
+            [0, 0, 0, 0, 0, 1, 1, 0],
+            [0, 0, 0, 0, 0, 0, 0, 0],  # padding
+        ]
+    )
     np.testing.assert_array_equal(m, expect)
     np.testing.assert_array_equal(np.asarray(packed_mask(seg))[0, 3].astype(int), [1, 1, 1, 1, 0, 0, 0, 0])
 
 
 def test_pack_sft_layout():
-    items = [EncodedSFT(np.array([5, 6, 7, 8], np.int32), 2), EncodedSFT(np.array([9, 10, 11], np.int32), 1),
-             EncodedSFT(np.array([1, 2, 3, 4, 5, 6], np.int32), 3)]
+    items = [
+        EncodedSFT(np.array([5, 6, 7, 8], np.int32), 2),
+        EncodedSFT(np.array([9, 10, 11], np.int32), 1),
+        EncodedSFT(np.array([1, 2, 3, 4, 5, 6], np.int32), 3),
+    ]
     rows = pack_sft(items, [0, 1, 2], 8)
     np.testing.assert_array_equal(rows["tokens"], [[5, 6, 7, 8, 9, 10, 11, 0], [1, 2, 3, 4, 5, 6, 0, 0]])
     np.testing.assert_array_equal(rows["segments"], [[1, 1, 1, 1, 2, 2, 2, 0], [1] * 6 + [0, 0]])
@@ -73,10 +86,13 @@ def test_pack_sft_layout():
 
 
 def test_pack_groups_layout_and_weights():
-    g = EncodedGroup(np.array([1, 2, 3], np.int32), (np.array([4, 5], np.int32), np.array([6], np.int32),
-                                                       np.array([7, 8], np.int32)),
-                     np.array([0.9, -0.5, -1.0], np.float32), np.array([1, 0, 0], np.float32),
-                     np.array([[0, 1], [0, 2]], np.int32))
+    g = EncodedGroup(
+        np.array([1, 2, 3], np.int32),
+        (np.array([4, 5], np.int32), np.array([6], np.int32), np.array([7, 8], np.int32)),
+        np.array([0.9, -0.5, -1.0], np.float32),
+        np.array([1, 0, 0], np.float32),
+        np.array([[0, 1], [0, 2]], np.int32),
+    )
     caps = group_caps([g, g], 16)
     assert caps == (8, 8)
     rows = pack_groups([g, g], [0, 1], 16, caps)
@@ -96,9 +112,14 @@ def test_pack_groups_layout_and_weights():
 def test_reward_kinds_against_numpy(monkeypatch):
     """PPM, PQM and ORM losses from fixed candidate scores through the packed pair/candidate tables."""
     r = np.array([[1.5, -0.5, 0.2, 0.0]], np.float32)
-    batch = {"cand_mask": np.array([[1, 1, 1, 0]], np.float32), "cand_q": np.array([[0.8, -0.6, 0.1, 0]], np.float32),
-             "cand_label": np.array([[1, 0, 0, 0]], np.float32), "pair_a": np.array([[0, 0]]),
-             "pair_b": np.array([[1, 2]]), "pair_w": np.array([[0.5, 0.5]], np.float32)}
+    batch = {
+        "cand_mask": np.array([[1, 1, 1, 0]], np.float32),
+        "cand_q": np.array([[0.8, -0.6, 0.1, 0]], np.float32),
+        "cand_label": np.array([[1, 0, 0, 0]], np.float32),
+        "pair_a": np.array([[0, 0]]),
+        "pair_b": np.array([[1, 2]]),
+        "pair_w": np.array([[0.5, 0.5]], np.float32),
+    }
     monkeypatch.setattr("rstar_jax.train.losses.candidate_scores", lambda *a: jnp.asarray(r))
     pqm, m = RewardLoss("pqm", 2.0)(None, None, batch)
     orm, _ = RewardLoss("orm")(None, None, batch)
@@ -121,7 +142,7 @@ def test_row_stream_is_deterministic_across_epochs():
     n = a.rows_in_epoch(0)
     whole = np.concatenate([a.epoch(e)["tokens"] for e in range(8)])
     for step in reversed(range(8)):  # any order of access gives the same batches
-        np.testing.assert_array_equal(b.batch(step)["tokens"], whole[3 * step:3 * step + 3])
+        np.testing.assert_array_equal(b.batch(step)["tokens"], whole[3 * step : 3 * step + 3])
     assert not np.array_equal(a.epoch(0)["tokens"], a.epoch(1)["tokens"][:n])  # a fresh permutation per epoch
     with pytest.raises(ValueError, match="no training examples"):
         RowStream(lambda o: {}, 0, 3, 0)

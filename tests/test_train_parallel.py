@@ -1,5 +1,6 @@
 """Data parallel / FSDP / tensor parallel on 8 fake devices, and two processes with
 jax.distributed, each against the same training on one device."""
+
 import os
 import socket
 import subprocess
@@ -49,10 +50,13 @@ def one_device(tmp_path_factory):
 
 def test_8_devices_equal_1_device(tmp_path, one_device):
     """Data parallel x FSDP x tensor parallel (2 x 2 x 2): batch split 4 ways, params sharded."""
-    code = TRAIN + f"""
+    code = (
+        TRAIN
+        + f"""
 assert jax.device_count() == 8
-run({str(tmp_path / 'mesh')!r}, mesh_data=2, mesh_fsdp=2, mesh_tensor=2)
+run({str(tmp_path / "mesh")!r}, mesh_data=2, mesh_fsdp=2, mesh_tensor=2)
 """
+    )
     run_with_devices(code, n=8, timeout=900)
     _assert_same(_load(tmp_path / "mesh" / "params.npz"), one_device)
 
@@ -68,16 +72,23 @@ def test_two_processes_equal_one(tmp_path, one_device):
     port = _free_port()
     procs = []
     for i in range(2):
-        code = f"""
+        code = (
+            f"""
 import jax
 jax.distributed.initialize(coordinator_address="localhost:{port}", num_processes=2, process_id={i})
-""" + TRAIN + f"""
-assert jax.process_count() == 2 and jax.device_count() == 2
-run({str(tmp_path / 'mp')!r})
 """
+            + TRAIN
+            + f"""
+assert jax.process_count() == 2 and jax.device_count() == 2
+run({str(tmp_path / "mp")!r})
+"""
+        )
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(outs)
     _assert_same(_load(tmp_path / "mp" / "params.npz"), one_device)

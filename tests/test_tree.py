@@ -1,5 +1,6 @@
 """Tree ops against a plain-Python MCTS, a toy problem with a known best path,
 virtual loss, and the structural edge cases (capacity, dead ends, closure)."""
+
 import math
 
 import jax
@@ -7,35 +8,34 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rstar_jax.search.tree import (
-    SearchParams,
-    backup,
-    check_invariants,
-    init_tree,
-    insert,
-    mark_invalid,
-    node_q,
-    path_to_root,
-    select,
-)
+from rstar_jax.search.tree import TreeSpec, backup, init_tree, insert, mark_invalid, node_q, select
+from tests.tree_checks import check_invariants, path_to_root
 
-# One set of shapes and params for all tests: every jit compile costs seconds on CPU.
+# One set of shapes and specs for all tests: every jit compile costs seconds on CPU.
 B, N, K, L = 3, 48, 3, 2
-TERMINAL = SearchParams(max_depth=6, mode="terminal", unvisited="q")
-PPM = SearchParams(max_depth=5, mode="ppm", unvisited="inf", virtual_loss=0.5)
+TERMINAL = TreeSpec(max_depth=6, mode="terminal", unvisited="q")
+PPM = TreeSpec(max_depth=5, mode="ppm", unvisited="inf", virtual_loss=0.5)
 
 
 class RefTrees:
     """The same MCTS over dict nodes, one list per tree, written for clarity."""
 
-    def __init__(self, batch, capacity, params):
-        self.capacity, self.p = capacity, params
+    def __init__(self, batch, capacity, spec):
+        self.capacity, self.p = capacity, spec
         self.trees = [[self._node(-1, 0, 0.0, False, 0.0)] for _ in range(batch)]
 
     def _node(self, parent, depth, prior, terminal, reward):
         ppm = self.p.mode == "ppm" and parent >= 0
-        return dict(parent=parent, depth=depth, n=int(ppm), w=prior if ppm else 0.0,
-                    terminal=terminal, reward=reward, failed=False, kids=[])
+        return dict(
+            parent=parent,
+            depth=depth,
+            n=int(ppm),
+            w=prior if ppm else 0.0,
+            terminal=terminal,
+            reward=reward,
+            failed=False,
+            kids=[],
+        )
 
     @staticmethod
     def q(n, w):
@@ -94,16 +94,16 @@ class RefTrees:
     def insert(self, leaves, prior, terminal, reward, mask):
         ids = np.full(mask.shape, -1)
         for b, t in enumerate(self.trees):
-            for l, leaf in enumerate(leaves[b]):
+            for slot, leaf in enumerate(leaves[b]):
                 if leaf < 0:
                     continue
                 for k in range(mask.shape[-1]):
-                    if mask[b, l, k] and len(t) < self.capacity:
+                    if mask[b, slot, k] and len(t) < self.capacity:
                         depth = t[leaf]["depth"] + 1
-                        term = bool(terminal[b, l, k]) or depth >= self.p.max_depth
-                        t.append(self._node(leaf, depth, float(prior[b, l, k]), term, float(reward[b, l, k])))
+                        term = bool(terminal[b, slot, k]) or depth >= self.p.max_depth
+                        t.append(self._node(leaf, depth, float(prior[b, slot, k]), term, float(reward[b, slot, k])))
                         t[leaf]["kids"].append(len(t) - 1)
-                        ids[b, l, k] = len(t) - 1
+                        ids[b, slot, k] = len(t) - 1
                 if not t[leaf]["kids"]:
                     t[leaf]["terminal"] = True
             self._close(t)
@@ -140,20 +140,27 @@ class RefTrees:
             np.testing.assert_array_equal(tree.children[b, :m], kids)
 
 
-@pytest.mark.parametrize("params", [TERMINAL, PPM], ids=["terminal-q", "ppm-inf"])
-def test_matches_reference_mcts(params):
+@pytest.mark.parametrize("spec", [TERMINAL, PPM], ids=["terminal-q", "ppm-inf"])
+def test_matches_reference_mcts(spec):
     rng = np.random.default_rng(0)
-    tree, ref = init_tree(B, N, K), RefTrees(B, N, params)
+    tree, ref = init_tree(B, N, K), RefTrees(B, N, spec)
     saw_full = saw_dead = saw_closed = False
     for _ in range(30):
-        leaves = np.asarray(select(tree, params, L))
+        leaves = np.asarray(select(tree, spec, L))
         assert leaves.tolist() == ref.select(L)
         mask = rng.random((B, L, K)) < 0.85
         term = rng.random((B, L, K)) < 0.25
         reward = (term * np.where(rng.random((B, L, K)) < 0.5, 1.0, -1.0)).astype(np.float32)
         prior = rng.uniform(-1, 1, (B, L, K)).astype(np.float32)
-        tree, ids = insert(tree, jnp.asarray(leaves), jnp.asarray(prior), jnp.asarray(term),
-                           jnp.asarray(reward), jnp.asarray(mask), params)
+        tree, ids = insert(
+            tree,
+            jnp.asarray(leaves),
+            jnp.asarray(prior),
+            jnp.asarray(term),
+            jnp.asarray(reward),
+            jnp.asarray(mask),
+            spec,
+        )
         ids = np.asarray(ids)
         np.testing.assert_array_equal(ids, ref.insert(leaves, prior, term, reward, mask))
         failed = np.where((ids >= 0) & (rng.random(ids.shape) < 0.1), ids, -1).reshape(B, -1)
@@ -161,19 +168,22 @@ def test_matches_reference_mcts(params):
         ref.mark_invalid(failed)
         # back up the new terminal answers: their reward (data generation) or PPM score
         answer = (ids >= 0) & term & (ids[..., None] != failed[:, None, None, :]).all(-1)
-        values = (prior if params.mode == "ppm" else reward).reshape(B, -1)
+        values = (prior if spec.mode == "ppm" else reward).reshape(B, -1)
         nodes = np.where(answer, ids, -1).reshape(B, -1)
         tree = backup(tree, jnp.asarray(nodes), jnp.asarray(values))
         ref.backup(nodes, np.where(nodes >= 0, values, 0.0))
         ref.assert_matches(tree)
-        check_invariants(tree, params.mode)
+        check_invariants(tree, spec.mode)
         saw_full |= bool((mask & (leaves >= 0)[..., None] & (ids < 0)).any())
-        saw_dead |= any(x["terminal"] and not x["kids"] and x["depth"] < params.max_depth
-                        and not x["failed"] and x["reward"] == 0 for t in ref.trees for x in t)
+        saw_dead |= any(
+            x["terminal"] and not x["kids"] and x["depth"] < spec.max_depth and not x["failed"] and x["reward"] == 0
+            for t in ref.trees
+            for x in t
+        )
         saw_closed |= any(x["terminal"] and x["kids"] for t in ref.trees for x in t)
     # the random run exercised the edge cases (capacity, dead ends, closure)
     assert (saw_full, saw_dead, saw_closed) == (True, True, True)
-    assert (np.asarray(select(tree, params, L)) == -1).any()
+    assert (np.asarray(select(tree, spec, L)) == -1).any()
 
 
 # Toy problem (PPM mode): ternary tree, answers at depth 4, exactly one correct
@@ -211,15 +221,23 @@ def test_toy_search_finds_best_path_greedy_does_not():
     tree, paths = init_tree(B, N, K), [{0: ()} for _ in range(B)]  # B identical problems
     for _ in range(8):
         leaves = np.asarray(select(tree, PPM, L))
-        kids = np.array([[toy_children(paths[b][l]) if l >= 0 else [(0, 0, 0)] * K
-                          for l in leaves[b]] for b in range(B)])  # [B, L, K, 3]
+        kids = np.array(
+            [[toy_children(paths[b][leaf]) if leaf >= 0 else [(0, 0, 0)] * K for leaf in leaves[b]] for b in range(B)]
+        )  # [B, L, K, 3]
         prior, term, reward = kids[..., 0], kids[..., 1].astype(bool), kids[..., 2]
         mask = (leaves >= 0)[..., None].repeat(K, -1)
-        tree, ids = insert(tree, jnp.asarray(leaves), jnp.asarray(prior), jnp.asarray(term),
-                           jnp.asarray(reward), jnp.asarray(mask), PPM)
+        tree, ids = insert(
+            tree,
+            jnp.asarray(leaves),
+            jnp.asarray(prior),
+            jnp.asarray(term),
+            jnp.asarray(reward),
+            jnp.asarray(mask),
+            PPM,
+        )
         ids = np.asarray(ids)
-        for b, l, k in zip(*np.nonzero(ids >= 0)):
-            paths[b][int(ids[b, l, k])] = paths[b][int(leaves[b, l])] + (k,)
+        for b, slot, k in zip(*np.nonzero(ids >= 0)):
+            paths[b][int(ids[b, slot, k])] = paths[b][int(leaves[b, slot])] + (k,)
         answers = np.where(term & (ids >= 0), ids, -1).reshape(B, -1)
         tree = backup(tree, jnp.asarray(answers), jnp.asarray(reward.reshape(B, -1)))
         check_invariants(tree, "ppm")
@@ -227,7 +245,7 @@ def test_toy_search_finds_best_path_greedy_does_not():
     q = np.asarray(node_q(tree))
     for b in range(B):
         node = 0
-        while (kids := [c for c in np.asarray(tree.children[b, node]) if c >= 0]):
+        while kids := [c for c in np.asarray(tree.children[b, node]) if c >= 0]:
             node = max(kids, key=lambda c: q[b, c])
         assert paths[b][node] == GOOD and float(tree.reward[b, node]) == 1.0
         assert [paths[b][i] for i in path_to_root(tree, b, node)] == [GOOD[:d] for d in range(5)]
@@ -238,27 +256,27 @@ def _nodes(*rows):
     return np.array([list(r) + [-1] * (L * K - len(r)) for r in rows], np.int32)
 
 
-def _bushy_tree(params):
+def _bushy_tree(spec):
     """Root -> nodes 1, 2, 3; node 2 -> answer 4 (+1, backed up), open 5 and 6."""
     tree = init_tree(B, N, K)
     ones, zeros = np.ones((B, L, K), bool), np.zeros((B, L, K), np.float32)
-    tree, _ = insert(tree, np.array([[0, -1]] * B), zeros + 0.5, ~ones, zeros, ones, params)
+    tree, _ = insert(tree, np.array([[0, -1]] * B), zeros + 0.5, ~ones, zeros, ones, spec)
     prior, answer = zeros.copy(), ~ones
     prior[:, 0], answer[:, 0, 0] = [0.9, 0.1, 0.2], True
-    tree, _ = insert(tree, np.array([[2, -1]] * B), prior, answer, answer * 1.0, ones, params)
+    tree, _ = insert(tree, np.array([[2, -1]] * B), prior, answer, answer * 1.0, ones, spec)
     return backup(tree, _nodes(*[[4]] * B), np.ones((B, L * K), np.float32))
 
 
-@pytest.mark.parametrize("params", [TERMINAL, PPM], ids=["terminal", "ppm"])
-def test_virtual_loss_distinct_leaves(params):
-    tree = _bushy_tree(params)
-    check_invariants(tree, params.mode)
-    leaves = np.asarray(select(tree, params, 6))
+@pytest.mark.parametrize("spec", [TERMINAL, PPM], ids=["terminal", "ppm"])
+def test_virtual_loss_distinct_leaves(spec):
+    tree = _bushy_tree(spec)
+    check_invariants(tree, spec.mode)
+    leaves = np.asarray(select(tree, spec, 6))
     for row in leaves:  # 4 open leaves: each once, then -1
         assert sorted(row[:4].tolist()) == [1, 3, 5, 6] and (row[4:] == -1).all()
     # the first descent follows UCT alone: node 2 (Q=1 resp. 0.75), then its best open
     # child (terminal: both unvisited, lowest slot; ppm: the higher PPM score)
-    assert int(leaves[0, 0]) == (6 if params.mode == "ppm" else 5)
+    assert int(leaves[0, 0]) == (6 if spec.mode == "ppm" else 5)
 
 
 def test_terminal_root_and_dead_ends():

@@ -8,6 +8,7 @@ machine hits both alike) and the median is reported. GFLOP/s counts model FLOPs 
 6 N + 12 L H Dh T per trained token (2 N + 4 L H Dh T forward; N = matmul
 weights, full T x T attention), the same numerator for both sides.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,15 @@ from typing import Callable
 
 import numpy as np
 
-SMALL = dict(vocab_size=512, hidden_size=256, intermediate_size=688, num_layers=4, num_heads=4, num_kv_heads=2,
-             tie_word_embeddings=True)
+SMALL = dict(
+    vocab_size=512,
+    hidden_size=256,
+    intermediate_size=688,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=2,
+    tie_word_embeddings=True,
+)
 
 
 def model_flops(config, seq: int, train: bool) -> float:
@@ -37,7 +45,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     dot = jax.jit(jnp.dot)
     t = interleaved({"dot": lambda: dot(a, a).block_until_ready()}, repeats, rounds=1)["dot"]
-    return {k: 2 * n ** 3 / v / 1e9 for k, v in t.items()}
+    return {k: 2 * n**3 / v / 1e9 for k, v in t.items()}
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -47,8 +55,7 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - t, time.process_time() - c
 
 
-def interleaved(fns: dict[str, Callable[[], None]], repeats: int, rounds: int = 2
-                ) -> dict[str, dict[str, float]]:
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int, rounds: int = 2) -> dict[str, dict[str, float]]:
     """Median wall and process-CPU seconds per call of each function.
 
     Each of ``rounds`` rounds runs every function in turn: one untimed call, then ``repeats``
@@ -62,8 +69,10 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int, rounds: int = 
         for k, f in fns.items():
             f()
             times[k].extend(timed(f) for _ in range(repeats))
-    return {k: {"wall": float(np.median([w for w, _ in v])), "cpu": float(np.median([c for _, c in v]))}
-            for k, v in times.items()}
+    return {
+        k: {"wall": float(np.median([w for w, _ in v])), "cpu": float(np.median([c for _, c in v]))}
+        for k, v in times.items()
+    }
 
 
 def torch_model(config, params):
@@ -96,17 +105,17 @@ def _ours(config, params, ids):
 
     @jax.jit
     def step(p, o, x):
-        l, g = jax.value_and_grad(loss)(p, x)
+        value, g = jax.value_and_grad(loss)(p, x)
         u, o = tx.update(g, o, p)
-        return optax.apply_updates(p, u), o, l
+        return optax.apply_updates(p, u), o, value
 
     fwd = jax.jit(lambda p, x: logits(config, p, x))
     x = jnp.asarray(ids)
     state = {"p": params, "o": tx.init(params)}
 
     def train():
-        state["p"], state["o"], l = step(state["p"], state["o"], x)
-        l.block_until_ready()
+        state["p"], state["o"], value = step(state["p"], state["o"], x)
+        value.block_until_ready()
 
     return (lambda: fwd(params, x).block_until_ready()), train
 
@@ -148,35 +157,58 @@ def run(batch: int = 32, seq: int = 256, repeats: int = 3, seed: int = 0) -> dic
     train = interleaved({"ours": ours_train, "torch": torch_train}, repeats)
     peaks.append(matmul_peak())
     peak = {k: max(p[k] for p in peaks) for k in ("wall", "cpu")}
-    rows = [compare(name, t, model_flops(config, seq, flag) * batch * seq, batch * seq, peak)
-            for name, t, flag in (("forward", fwd, False), ("train step", train, True))]
-    return {"bench": "model", "batch": batch, "seq": seq, "repeats": repeats, "params": config.num_params(),
-            "matmul_peak_gflop_s": peak["wall"], "matmul_peak_gflop_per_cpu_s": peak["cpu"],
-            "load_avg": [load0, os.getloadavg()[0]], "cpus": os.cpu_count(), "rows": rows}
+    rows = [
+        compare(name, t, model_flops(config, seq, flag) * batch * seq, batch * seq, peak)
+        for name, t, flag in (("forward", fwd, False), ("train step", train, True))
+    ]
+    return {
+        "bench": "model",
+        "batch": batch,
+        "seq": seq,
+        "repeats": repeats,
+        "params": config.num_params(),
+        "matmul_peak_gflop_s": peak["wall"],
+        "matmul_peak_gflop_per_cpu_s": peak["cpu"],
+        "load_avg": [load0, os.getloadavg()[0]],
+        "cpus": os.cpu_count(),
+        "rows": rows,
+    }
 
 
 def compare(what: str, t: dict, flops: float, tokens: int, peak: dict) -> dict:
     """One table row from ``interleaved`` times of "ours" and "torch"."""
     o, p = t["ours"], t["torch"]
-    return {"what": what, "ours_tok_s": tokens / o["wall"], "torch_tok_s": tokens / p["wall"],
-            "speedup": p["wall"] / o["wall"], "ours_gflop_s": flops / o["wall"] / 1e9,
-            "torch_gflop_s": flops / p["wall"] / 1e9, "ours_peak_frac": flops / o["wall"] / 1e9 / peak["wall"],
-            "ours_cpu_s": o["cpu"], "torch_cpu_s": p["cpu"], "cpu_speedup": p["cpu"] / o["cpu"],
-            "ours_cpu_peak_frac": flops / o["cpu"] / 1e9 / peak["cpu"]}
+    return {
+        "what": what,
+        "ours_tok_s": tokens / o["wall"],
+        "torch_tok_s": tokens / p["wall"],
+        "speedup": p["wall"] / o["wall"],
+        "ours_gflop_s": flops / o["wall"] / 1e9,
+        "torch_gflop_s": flops / p["wall"] / 1e9,
+        "ours_peak_frac": flops / o["wall"] / 1e9 / peak["wall"],
+        "ours_cpu_s": o["cpu"],
+        "torch_cpu_s": p["cpu"],
+        "cpu_speedup": p["cpu"] / o["cpu"],
+        "ours_cpu_peak_frac": flops / o["cpu"] / 1e9 / peak["cpu"],
+    }
 
 
 def table(result: dict) -> str:
-    lines = [f"batch {result['batch']} x {result['seq']}, {result['params'] / 1e6:.1f}M params, fp32 matmul peak "
-             f"{result['matmul_peak_gflop_s']:.1f} GFLOP/s ({result['matmul_peak_gflop_per_cpu_s']:.1f} per CPU-s), "
-             f"{result['cpus']} CPUs, load avg {result['load_avg'][0]:.1f} -> {result['load_avg'][1]:.1f}",
-             "| | ours tok/s | torch tok/s | ours / torch | ours GFLOP/s (% of peak) | torch GFLOP/s | "
-             "CPU-s/step ours | torch | ours / torch (CPU) | ours % of peak (CPU) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"batch {result['batch']} x {result['seq']}, {result['params'] / 1e6:.1f}M params, fp32 matmul peak "
+        f"{result['matmul_peak_gflop_s']:.1f} GFLOP/s ({result['matmul_peak_gflop_per_cpu_s']:.1f} per CPU-s), "
+        f"{result['cpus']} CPUs, load avg {result['load_avg'][0]:.1f} -> {result['load_avg'][1]:.1f}",
+        "| | ours tok/s | torch tok/s | ours / torch | ours GFLOP/s (% of peak) | torch GFLOP/s | "
+        "CPU-s/step ours | torch | ours / torch (CPU) | ours % of peak (CPU) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['what']} | {r['ours_tok_s']:.0f} | {r['torch_tok_s']:.0f} | {r['speedup']:.2f}x | "
-                     f"{r['ours_gflop_s']:.1f} ({100 * r['ours_peak_frac']:.0f}%) | {r['torch_gflop_s']:.1f} | "
-                     f"{r['ours_cpu_s']:.2f} | {r['torch_cpu_s']:.2f} | {r['cpu_speedup']:.2f}x | "
-                     f"{100 * r['ours_cpu_peak_frac']:.0f}% |")
+        lines.append(
+            f"| {r['what']} | {r['ours_tok_s']:.0f} | {r['torch_tok_s']:.0f} | {r['speedup']:.2f}x | "
+            f"{r['ours_gflop_s']:.1f} ({100 * r['ours_peak_frac']:.0f}%) | {r['torch_gflop_s']:.1f} | "
+            f"{r['ours_cpu_s']:.2f} | {r['torch_cpu_s']:.2f} | {r['cpu_speedup']:.2f}x | "
+            f"{100 * r['ours_cpu_peak_frac']:.0f}% |"
+        )
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ per-program execution times the sandbox reports (fork to result), and the
 wall time of each subprocess for the baseline. The machine's load average is
 recorded because the CPUs may be shared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,16 @@ def make_program(rng: random.Random, index: int) -> str:
         a, b = rng.randint(2, 99), rng.randint(2, 99)
         if names and rng.random() < 0.7:
             prev = rng.choice(names)
-            expr = rng.choice([f"{prev} * {a}", f"{prev} + {a} * {b}", f"({prev} - {b}) / {a}", f"{prev} // {a}",
-                               f"{prev} ** 2 - {a}", f"abs({prev} - {a * b})"])
+            expr = rng.choice(
+                [
+                    f"{prev} * {a}",
+                    f"{prev} + {a} * {b}",
+                    f"({prev} - {b}) / {a}",
+                    f"{prev} // {a}",
+                    f"{prev} ** 2 - {a}",
+                    f"abs({prev} - {a * b})",
+                ]
+            )
         else:
             expr = rng.choice([f"{a} * {b} + {index}", f"{a} + {b} - {index % 7}", f"({a} + {index}) * {b}"])
         if uses_fraction and rng.random() < 0.5:
@@ -66,9 +75,11 @@ def make_program(rng: random.Random, index: int) -> str:
 
 def make_sympy_program(rng: random.Random, index: int) -> str:
     a, b = rng.randint(2, 30), rng.randint(2, 30) + index
-    return ("from sympy import symbols, solve, Rational\n"
-            f"# Step 1: set up the equation\nx = symbols('x')\nsol = solve(x**2 - {a} * x - {b}, x)\n"
-            f"# Step 2: report\nprint(sol, Rational({a}, {b}))\n")
+    return (
+        "from sympy import symbols, solve, Rational\n"
+        f"# Step 1: set up the equation\nx = symbols('x')\nsol = solve(x**2 - {a} * x - {b}, x)\n"
+        f"# Step 2: report\nprint(sol, Rational({a}, {b}))\n"
+    )
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -80,9 +91,16 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 
 def _row(name: str, n: int, seconds: float, latencies: list[float], ok: int, cpu_s: float | None = None) -> dict:
     p50, p99 = _percentiles(latencies)
-    return {"name": name, "programs": n, "seconds": seconds, "programs_per_s": n / seconds if seconds else 0.0,
-            "p50_ms": p50, "p99_ms": p99, "ok": ok,
-            "cpu_ms_per_program": None if cpu_s is None else 1e3 * cpu_s / n}
+    return {
+        "name": name,
+        "programs": n,
+        "seconds": seconds,
+        "programs_per_s": n / seconds if seconds else 0.0,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "ok": ok,
+        "cpu_ms_per_program": None if cpu_s is None else 1e3 * cpu_s / n,
+    }
 
 
 def _cpu(box: Sandbox | None = None) -> float:
@@ -110,8 +128,14 @@ def _baseline(programs: list[str], timeout_s: float) -> tuple[list[float], int]:
     return latencies, ok
 
 
-def run(n_programs: int = 1000, n_baseline: int = 100, n_sympy: int = 100, num_workers: int | None = None,
-        timeout_s: float = 5.0, seed: int = 0) -> dict:
+def run(
+    n_programs: int = 1000,
+    n_baseline: int = 100,
+    n_sympy: int = 100,
+    num_workers: int | None = None,
+    timeout_s: float = 5.0,
+    seed: int = 0,
+) -> dict:
     rng = random.Random(seed)
     programs = [make_program(rng, i) for i in range(n_programs)]
     sympy_programs = [make_sympy_program(rng, i) for i in range(n_sympy)]
@@ -119,35 +143,74 @@ def run(n_programs: int = 1000, n_baseline: int = 100, n_sympy: int = 100, num_w
     with Sandbox(num_workers=num_workers, timeout_s=timeout_s) as box:
         box.run_many(["print(1)"])  # warm: workers are up, first fork done
         results, seconds, cpu = _timed_sandbox(box, programs)
-        rows.append(_row("sandbox, uncached", n_programs, seconds, [r.duration_s for r in results],
-                         sum(r.ok for r in results), cpu))
+        rows.append(
+            _row(
+                "sandbox, uncached",
+                n_programs,
+                seconds,
+                [r.duration_s for r in results],
+                sum(r.ok for r in results),
+                cpu,
+            )
+        )
         cached, seconds, cpu = _timed_sandbox(box, programs)
         assert cached == results
-        rows.append(_row("sandbox, cached", n_programs, seconds, [r.duration_s for r in cached],
-                         sum(r.ok for r in cached), cpu))
+        rows.append(
+            _row("sandbox, cached", n_programs, seconds, [r.duration_s for r in cached], sum(r.ok for r in cached), cpu)
+        )
         if n_sympy:
             box.run_many(["import sympy\nprint(sympy.Rational(1, 2))"])  # start the heavy workers
             heavy, seconds, cpu = _timed_sandbox(box, sympy_programs)
-            rows.append(_row("sandbox, sympy programs", n_sympy, seconds, [r.duration_s for r in heavy],
-                             sum(r.ok for r in heavy), cpu))
+            rows.append(
+                _row(
+                    "sandbox, sympy programs",
+                    n_sympy,
+                    seconds,
+                    [r.duration_s for r in heavy],
+                    sum(r.ok for r in heavy),
+                    cpu,
+                )
+            )
         isolation = box.isolation
         workers = box.num_workers
     with Sandbox(num_workers=num_workers, timeout_s=timeout_s, share_children=False) as box:
         box.run_many(["print(1)"])
         single, seconds, cpu = _timed_sandbox(box, programs)
-        rows.append(_row("sandbox, fork per program", n_programs, seconds, [r.duration_s for r in single],
-                         sum(r.ok for r in single), cpu))
+        rows.append(
+            _row(
+                "sandbox, fork per program",
+                n_programs,
+                seconds,
+                [r.duration_s for r in single],
+                sum(r.ok for r in single),
+                cpu,
+            )
+        )
     c0, t0 = _cpu(), time.perf_counter()
     latencies, ok = _baseline(programs[:n_baseline], timeout_s)
-    rows.append(_row(f"subprocess python -c (first {n_baseline})", n_baseline, time.perf_counter() - t0, latencies,
-                     ok, _cpu() - c0))
+    rows.append(
+        _row(
+            f"subprocess python -c (first {n_baseline})",
+            n_baseline,
+            time.perf_counter() - t0,
+            latencies,
+            ok,
+            _cpu() - c0,
+        )
+    )
     baseline_rate = rows[-1]["programs_per_s"]
     return {
         "rows": rows,
         "speedup_uncached_vs_subprocess": rows[0]["programs_per_s"] / baseline_rate if baseline_rate else None,
-        "num_workers": workers, "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
-        "isolation": {"python": isolation.python, "network_namespace": isolation.network_namespace,
-                      "drops_privileges": isolation.drops_privileges, "notes": list(isolation.notes)},
+        "num_workers": workers,
+        "cpus": os.cpu_count(),
+        "load_avg_1min": os.getloadavg()[0],
+        "isolation": {
+            "python": isolation.python,
+            "network_namespace": isolation.network_namespace,
+            "drops_privileges": isolation.drops_privileges,
+            "notes": list(isolation.notes),
+        },
     }
 
 
@@ -156,10 +219,14 @@ def format_table(report: dict) -> str:
     lines = [head, "-" * len(head)]
     for r in report["rows"]:
         cpu = "" if r["cpu_ms_per_program"] is None else f"{r['cpu_ms_per_program']:.2f}"
-        lines.append(f"{r['name']:42s} {r['programs']:8d} {r['programs_per_s']:9.1f} {r['p50_ms']:8.2f} "
-                     f"{r['p99_ms']:8.2f} {cpu:>11s} {r['ok']:5d}")
-    lines.append(f"speedup (uncached vs subprocess): {report['speedup_uncached_vs_subprocess']:.1f}x; "
-                 f"{report['num_workers']} workers on {report['cpus']} CPUs, load avg {report['load_avg_1min']:.2f}")
+        lines.append(
+            f"{r['name']:42s} {r['programs']:8d} {r['programs_per_s']:9.1f} {r['p50_ms']:8.2f} "
+            f"{r['p99_ms']:8.2f} {cpu:>11s} {r['ok']:5d}"
+        )
+    lines.append(
+        f"speedup (uncached vs subprocess): {report['speedup_uncached_vs_subprocess']:.1f}x; "
+        f"{report['num_workers']} workers on {report['cpus']} CPUs, load avg {report['load_avg_1min']:.2f}"
+    )
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ same model FLOPs per step (PaLM count on the [batch, seq] array); throughput is
 array tokens/s, plus what a step trains: solution tokens/s (SFT), pairs/s (PPM).
 The fp32 matmul peak is measured in the same run with ``jnp.dot``.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,10 +27,10 @@ from rstar_jax.bench.model import SMALL, bench_parser, compare, interleaved, mat
 
 
 def _data(n_problems: int, seed: int):
-    from rstar_jax.domain.tokenizer import train_domain_tokenizer
-    from rstar_jax.train.examples import Candidate, PairGroup, SFTExample
     from rstar_jax.domain.synthetic import make_splits, reference_solution
+    from rstar_jax.domain.tokenizer import train_domain_tokenizer
     from rstar_jax.steps import build_prompt
+    from rstar_jax.train.examples import Continuation, PairGroup, SFTExample
 
     problems, _ = make_splits(seed, n_problems // 3 + 1, 1)
     sft, groups = [], []
@@ -39,9 +40,18 @@ def _data(n_problems: int, seed: int):
         for k in range(1, len(steps) - 2):
             good = steps[k]
             bad = (good.replace("x = x", "x = 2 * x", 1), "# skip ahead\nx = x + 1\n<end_of_step>")
-            groups.append(PairGroup(p.id, "step", prompt, "".join(steps[:k]), k,
-                                    (Candidate(good, 1.0, 1),), tuple(Candidate(b, -1.0, 2) for b in bad),
-                                    ((0, 0), (0, 1))))
+            groups.append(
+                PairGroup(
+                    p.id,
+                    "step",
+                    prompt,
+                    "".join(steps[:k]),
+                    k,
+                    (Continuation(good, 1.0, 1),),
+                    tuple(Continuation(b, -1.0, 2) for b in bad),
+                    ((0, 0), (0, 1)),
+                )
+            )
     tok = train_domain_tokenizer([e.prompt + e.solution for e in sft], vocab_size=SMALL["vocab_size"])
     return sft, groups, tok
 
@@ -62,8 +72,16 @@ def _ours(kind: str, items, config, params, batch: int, seq: int):
     else:
         rows = pack_groups(items, range(len(items)), seq, group_caps(items, seq))
         cfg, loss, work = RewardConfig(lr=1e-4, batch_size=batch, seq_len=seq), RewardLoss("ppm"), rows["pair_w"] > 0
-        config, params = config.replace(value_head=True), {**params, "value_head": {
-            "kernel": np.zeros((config.hidden_size, 1), np.float32), "bias": np.zeros((1,), np.float32)}}
+        config, params = (
+            config.replace(value_head=True),
+            {
+                **params,
+                "value_head": {
+                    "kernel": np.zeros((config.hidden_size, 1), np.float32),
+                    "bias": np.zeros((1,), np.float32),
+                },
+            },
+        )
     if len(rows["tokens"]) < batch:
         raise ValueError(f"only {len(rows['tokens'])} packed rows; use more problems")
     mesh = make_mesh()
@@ -86,7 +104,7 @@ def _torch_sft(model, items, batch: int, seq: int):
     for r, it in enumerate(items[:batch]):
         n = min(len(it.ids), seq)
         ids[r, :n], mask[r, :n] = torch.tensor(it.ids[:n]), 1
-        labels[r, it.n_prompt:n] = torch.tensor(it.ids[it.n_prompt:n])
+        labels[r, it.n_prompt : n] = torch.tensor(it.ids[it.n_prompt : n])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
 
     def step():
@@ -151,8 +169,9 @@ def _without_attention_core(items, config, params, batch: int, seq: int, repeats
         jax.clear_caches()
 
 
-def run(batch: int = 32, seq: int = 256, repeats: int = 3, problems: int = 300, seed: int = 0,
-        attention_core: bool = False) -> dict:
+def run(
+    batch: int = 32, seq: int = 256, repeats: int = 3, problems: int = 300, seed: int = 0, attention_core: bool = False
+) -> dict:
     import jax
     import torch
 
@@ -168,14 +187,26 @@ def run(batch: int = 32, seq: int = 256, repeats: int = 3, problems: int = 300, 
     grp_items = [g for g in encode_groups(groups, tok) if g.length <= seq]
     load0 = os.getloadavg()[0]
     peaks, rows = [matmul_peak()], []
-    for kind, items, make_torch, unit in (("sft", sft_items, _torch_sft, "solution tokens"),
-                                           ("ppm", grp_items, _torch_ppm, "pairs")):
+    for kind, items, make_torch, unit in (
+        ("sft", sft_items, _torch_sft, "solution tokens"),
+        ("ppm", grp_items, _torch_ppm, "pairs"),
+    ):
         ours, ours_work, ours_fill = _ours(kind, items, config, params, batch, seq)
         theirs, torch_work, torch_fill = make_torch(torch_model(config, params), items, batch, seq)
         t = interleaved({"ours": ours, "torch": theirs}, repeats)
-        rows.append((kind, t, {"unit": unit, "ours_work_s": ours_work / t["ours"]["wall"],
-                               "torch_work_s": torch_work / t["torch"]["wall"],
-                               "ours_fill": ours_fill, "torch_fill": torch_fill}))
+        rows.append(
+            (
+                kind,
+                t,
+                {
+                    "unit": unit,
+                    "ours_work_s": ours_work / t["ours"]["wall"],
+                    "torch_work_s": torch_work / t["torch"]["wall"],
+                    "ours_fill": ours_fill,
+                    "torch_fill": torch_fill,
+                },
+            )
+        )
     if attention_core:  # the SFT step again, without its attention core
         rest = _without_attention_core(sft_items, config, params, batch, seq, repeats)
     peaks.append(matmul_peak())
@@ -185,42 +216,69 @@ def run(batch: int = 32, seq: int = 256, repeats: int = 3, problems: int = 300, 
     if attention_core:
         full = rows[0][1]["ours"]["wall"]
         rest_flops = model_flops(config, 0, train=True) * batch * seq  # seq 0: no attention term
-        extra = {"attention_core": {"step_s": full, "without_core_s": rest, "core_share": 1 - rest / full,
-                                    "rest_gflop_s": rest_flops / rest / 1e9,
-                                    "rest_peak_frac": rest_flops / rest / 1e9 / peak["wall"]}}
-    return {"bench": "train", "batch": batch, "seq": seq, "repeats": repeats, "params": config.num_params(),
-            "matmul_peak_gflop_s": peak["wall"], "matmul_peak_gflop_per_cpu_s": peak["cpu"],
-            "load_avg": [load0, os.getloadavg()[0]], "cpus": os.cpu_count(),
-            "rows": [{**compare(kind, t, fl, batch * seq, peak), **more} for kind, t, more in rows], **extra}
+        extra = {
+            "attention_core": {
+                "step_s": full,
+                "without_core_s": rest,
+                "core_share": 1 - rest / full,
+                "rest_gflop_s": rest_flops / rest / 1e9,
+                "rest_peak_frac": rest_flops / rest / 1e9 / peak["wall"],
+            }
+        }
+    return {
+        "bench": "train",
+        "batch": batch,
+        "seq": seq,
+        "repeats": repeats,
+        "params": config.num_params(),
+        "matmul_peak_gflop_s": peak["wall"],
+        "matmul_peak_gflop_per_cpu_s": peak["cpu"],
+        "load_avg": [load0, os.getloadavg()[0]],
+        "cpus": os.cpu_count(),
+        "rows": [{**compare(kind, t, fl, batch * seq, peak), **more} for kind, t, more in rows],
+        **extra,
+    }
 
 
 def table(result: dict) -> str:
     from rstar_jax.bench.model import table as model_table
 
-    lines = [model_table(result), "",
-             "| | trained per second: ours | torch | ours / torch | non-pad tokens: ours | torch |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        model_table(result),
+        "",
+        "| | trained per second: ours | torch | ours / torch | non-pad tokens: ours | torch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['what']} | {r['ours_work_s']:.0f} {r['unit']} | {r['torch_work_s']:.0f} | "
-                     f"{r['ours_work_s'] / r['torch_work_s']:.2f}x | {100 * r['ours_fill']:.0f}% | "
-                     f"{100 * r['torch_fill']:.0f}% |")
+        lines.append(
+            f"| {r['what']} | {r['ours_work_s']:.0f} {r['unit']} | {r['torch_work_s']:.0f} | "
+            f"{r['ours_work_s'] / r['torch_work_s']:.2f}x | {100 * r['ours_fill']:.0f}% | "
+            f"{100 * r['torch_fill']:.0f}% |"
+        )
     if "attention_core" in result:
         a = result["attention_core"]
-        lines += ["", f"SFT step without its attention core: {a['without_core_s']:.3f} s of {a['step_s']:.3f} s "
-                      f"(the core takes {100 * a['core_share']:.0f}%); the rest runs its own FLOPs at "
-                      f"{a['rest_gflop_s']:.1f} GFLOP/s ({100 * a['rest_peak_frac']:.0f}% of peak)"]
+        lines += [
+            "",
+            f"SFT step without its attention core: {a['without_core_s']:.3f} s of {a['step_s']:.3f} s "
+            f"(the core takes {100 * a['core_share']:.0f}%); the rest runs its own FLOPs at "
+            f"{a['rest_gflop_s']:.1f} GFLOP/s ({100 * a['rest_peak_frac']:.0f}% of peak)",
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser("rstar-jax bench train", __doc__)
     p.add_argument("--problems", type=int, default=300, help="synthetic problems to draw the data from")
-    p.add_argument("--attention-core", action="store_true",
-                   help="also time our SFT step with the attention core swapped for a cheap stand-in: its "
-                        "share of the step, and the rest's GFLOP/s on its own FLOPs")
+    p.add_argument(
+        "--attention-core",
+        action="store_true",
+        help="also time our SFT step with the attention core swapped for a cheap stand-in: its "
+        "share of the step, and the rest's GFLOP/s on its own FLOPs",
+    )
     args = p.parse_args(argv)
     result = run(args.batch, args.seq, args.repeats, args.problems, attention_core=args.attention_core)
     return report(result, table(result), args.out)
+
 
 if __name__ == "__main__":
     sys.exit(main())

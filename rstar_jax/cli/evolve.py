@@ -1,4 +1,5 @@
 """`rstar-jax evolve` (the main job) and `rstar-jax eval` (any checkpoint on any problem file)."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import os
 
 def _evolve(args) -> int:
     from rstar_jax.config import load_config
-    from rstar_jax.evolve.driver import run
     from rstar_jax.evolve.config import EvolveConfig
+    from rstar_jax.evolve.driver import run
 
     cfg = load_config(EvolveConfig, args.config, args.overrides)
     run(cfg, args.out)
@@ -42,22 +43,26 @@ def _eval(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "evolve", help="run rStar-Math self-evolution rounds (the main job)",
+        "evolve",
+        help="run rStar-Math self-evolution rounds (the main job)",
         description="Run self-evolution: round 1 searches with the bootstrap proposer (terminal-guided "
-                    "MCTS); each later round searches with the previous round's policy and PPM; every round "
-                    "extracts SFT data and preference pairs, trains a policy from the base model and a PPM "
-                    "from that policy, and evaluates greedy, PPM-guided MCTS, best-of-N+ORM and "
-                    "self-consistency at matched budget. Rerunning the same command resumes after a crash. "
-                    "Outputs: OUT/report.md, OUT/report.json, OUT/accuracy_by_round.png, OUT/tb/.")
+        "MCTS); each later round searches with the previous round's policy and PPM; every round "
+        "extracts SFT data and preference pairs, trains a policy from the base model and a PPM "
+        "from that policy, and evaluates greedy, PPM-guided MCTS, best-of-N+ORM and "
+        "self-consistency at matched budget. Rerunning the same command resumes after a crash. "
+        "Outputs: OUT/report.md, OUT/report.json, OUT/accuracy_by_round.png, OUT/tb/.",
+    )
     p.add_argument("--config", default="configs/demo.yaml", help="YAML preset (default: configs/demo.yaml)")
     p.add_argument("--out", required=True, help="run folder (created; reused to resume)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2 sft.steps=100")
     p.set_defaults(func=_evolve)
 
     e = sub.add_parser(
-        "eval", help="evaluate a policy (+PPM) on a problem file",
+        "eval",
+        help="evaluate a policy (+PPM) on a problem file",
         description="Evaluate a checkpoint on a GSM8K/MATH-format problem file with one or more methods; "
-                    "prints accuracy and generated tokens per problem for each method.")
+        "prints accuracy and generated tokens per problem for each method.",
+    )
     e.add_argument("--policy", required=True, help="policy HF folder, or 'bootstrap' (synthetic problems only)")
     e.add_argument("--ppm", help="PPM HF folder (needed by mcts, bon, beam)")
     e.add_argument("--data", required=True, help="problem file (jsonl/json)")

@@ -3,6 +3,7 @@
 Each module that owns a stage exposes ``add_parser(subparsers)`` which registers
 its subcommand and sets ``func``; this file only wires them together.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,17 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rstar-jax",
         description="rStar-Math in JAX: MCTS over code-augmented reasoning steps, process preference "
-                    "models and self-evolution. Run `rstar-jax <command> --help` for each command. "
-                    "Compiled programs are cached in ~/.cache/rstar_jax/xla (set RSTAR_JAX_COMPILE_CACHE "
-                    "to another folder, or to `off`).")
+        "models and self-evolution. Run `rstar-jax <command> --help` for each command. "
+        "Compiled programs are cached in ~/.cache/rstar_jax/xla (set RSTAR_JAX_COMPILE_CACHE "
+        "to another folder, or to `off`).",
+    )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for module, attr in _COMMANDS:
         getattr(importlib.import_module(module), attr)(sub)
     bench = sub.add_parser(
-        "bench", help="benchmarks: ours vs the baseline, side by side, table + JSON",
+        "bench",
+        help="benchmarks: ours vs the baseline, side by side, table + JSON",
         description="Run a benchmark; each prints a table and writes JSON. "
-                    + "; ".join(f"{k}: {v}" for k, v in _BENCH.items())
-                    + ". `rstar-jax bench <what> --help` lists its options.")
+        + "; ".join(f"{k}: {v}" for k, v in _BENCH.items())
+        + ". `rstar-jax bench <what> --help` lists its options.",
+    )
     bench.add_argument("what", choices=sorted(_BENCH))
     bench.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark")
     bench.set_defaults(func=lambda a: importlib.import_module(f"rstar_jax.bench.{a.what}").main(a.args) and 0)
@@ -55,10 +59,12 @@ def enable_compile_cache() -> str | None:
     bucket (minutes on a laptop), which a rerun or the next command then loads in
     milliseconds. ``RSTAR_JAX_COMPILE_CACHE`` names the folder (``off`` disables it)."""
     import os
+
     path = os.environ.get("RSTAR_JAX_COMPILE_CACHE", os.path.join("~", ".cache", "rstar_jax", "xla"))
     if path.lower() == "off":
         return None
     import jax
+
     path = os.path.expanduser(path)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -1,4 +1,5 @@
 """`rstar-jax search` and `rstar-jax solve`: run MCTS (or a baseline) from checkpoints."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,9 +11,12 @@ SEARCH_FLAGS = ("rollouts", "candidates", "max_depth", "max_step_tokens", "seed"
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", required=True,
-                   help="HF folder of the policy (with its tokenizer), or 'bootstrap' for the scripted "
-                        "proposer of the synthetic domain")
+    p.add_argument(
+        "--policy",
+        required=True,
+        help="HF folder of the policy (with its tokenizer), or 'bootstrap' for the scripted "
+        "proposer of the synthetic domain",
+    )
     p.add_argument("--ppm", help="HF folder of the process preference model (enables PPM mode)")
     p.add_argument("--config", help="YAML search preset (configs/search_*.yaml)")
     p.add_argument("--rollouts", type=int)
@@ -35,9 +39,9 @@ def search_config(args):
 
 def _search(args) -> int:
     from rstar_jax.data.problems import load_problems
-    from rstar_jax.sandbox import Sandbox
-    from rstar_jax.search.answers import is_solved
     from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.sandbox import Sandbox
+    from rstar_jax.search.answers import accuracy, solved_any
     from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.mcts import run_mcts
     from rstar_jax.search.records import write_records
@@ -51,9 +55,14 @@ def _search(args) -> int:
         records, stats = run_mcts(problems, proposer, sandbox, cfg, scorer)
     write_records(os.path.join(args.out, "trees.jsonl"), records)
     how = "best" if cfg.mode == "ppm" else "majority"
-    summary = {"problems": len(records), "accuracy": sum(is_solved(r, how) for r in records) / max(len(records), 1),
-               "solved_any": sum(any(n.correct for n in r.nodes) for r in records) / max(len(records), 1),
-               "selection": how, **stats.as_dict(), "config": cfg.__dict__}
+    summary = {
+        "problems": len(records),
+        "accuracy": accuracy(records, how),
+        "solved_any": solved_any(records),
+        "selection": how,
+        **stats.as_dict(),
+        "config": cfg.__dict__,
+    }
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps({k: summary[k] for k in ("problems", "accuracy", "solved_any", "tokens", "nodes_per_s")}))
@@ -62,9 +71,9 @@ def _search(args) -> int:
 
 def _solve(args) -> int:
     from rstar_jax.data.problems import Problem
-    from rstar_jax.sandbox import Sandbox
-    from rstar_jax.search.answers import select
     from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.sandbox import Sandbox
+    from rstar_jax.search.answers import choose_answer
     from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.mcts import run_mcts
     from rstar_jax.search.records import trajectories, trajectory_steps
@@ -76,7 +85,7 @@ def _solve(args) -> int:
     t = time.perf_counter()
     with Sandbox() as sandbox:
         (record,), _ = run_mcts([problem], proposer, sandbox, cfg, scorer, progress=False)
-    chosen = select(record, "best" if args.ppm else "majority")
+    chosen = choose_answer(record, "best" if args.ppm else "majority")
     if chosen is None:
         print("no answer found")
         return 1
@@ -87,18 +96,24 @@ def _solve(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("search", help="batched MCTS over a problem file; writes tree records",
-                       description="Run batched MCTS over code-augmented steps for every problem in a "
-                                   "jsonl/json file (GSM8K or MATH format) and write OUT/trees.jsonl "
-                                   "(one tree record per problem) and OUT/summary.json.")
+    p = sub.add_parser(
+        "search",
+        help="batched MCTS over a problem file; writes tree records",
+        description="Run batched MCTS over code-augmented steps for every problem in a "
+        "jsonl/json file (GSM8K or MATH format) and write OUT/trees.jsonl "
+        "(one tree record per problem) and OUT/summary.json.",
+    )
     add_search_args(p)
     p.add_argument("--data", required=True, help="problem file (jsonl/json)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--limit", type=int, help="only the first N problems")
     p.set_defaults(func=_search)
 
-    s = sub.add_parser("solve", help="solve one question with MCTS and print the best solution",
-                       description="Search one question and print the best-scored solution and its answer.")
+    s = sub.add_parser(
+        "solve",
+        help="solve one question with MCTS and print the best solution",
+        description="Search one question and print the best-scored solution and its answer.",
+    )
     add_search_args(s)
     s.add_argument("--question", required=True)
     s.set_defaults(func=_solve)

@@ -1,4 +1,5 @@
 """``rstar-jax extract``, ``rstar-jax train-policy`` and ``rstar-jax train-ppm``."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,16 +7,23 @@ import json
 
 
 def _common(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--trees", nargs="+", required=True, metavar="FILE_OR_DIR",
-                   help=f"tree records (search output) or extracted {what} jsonl files, or folders of them")
+    p.add_argument(
+        "--trees",
+        nargs="+",
+        required=True,
+        metavar="FILE_OR_DIR",
+        help=f"tree records (search output) or extracted {what} jsonl files, or folders of them",
+    )
     p.add_argument("--config", metavar="YAML", help="settings file (fields of the config dataclass)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides, e.g. lr=1e-4")
 
 
 def _train_args(p: argparse.ArgumentParser, what: str) -> None:
     _common(p, what)
-    p.epilog = ("Overrides named extract.KEY=VALUE (e.g. extract.min_edit_distance=3) set how tree "
-                "records become training data (rstar_jax.train.examples.ExtractConfig).")
+    p.epilog = (
+        "Overrides named extract.KEY=VALUE (e.g. extract.min_edit_distance=3) set how tree "
+        "records become training data (rstar_jax.train.examples.ExtractConfig)."
+    )
     p.add_argument("--init", required=True, metavar="DIR", help="HF folder (model + tokenizer) to start from")
     p.add_argument("--out", required=True, metavar="DIR", help="output: hf/, metrics, summary.json")
     p.add_argument("--ckpt", metavar="DIR", help="orbax checkpoints, resumed if present (default OUT/ckpt)")
@@ -40,13 +48,16 @@ def _train_configs(cls, args):
     from rstar_jax.train.examples import ExtractConfig
 
     extract = [o for o in args.overrides if o.startswith("extract.")]
-    return (_config(cls, args, [o for o in args.overrides if o not in extract]),
-            load_config(ExtractConfig, None, [o[len("extract."):] for o in extract]))
+    return (
+        _config(cls, args, [o for o in args.overrides if o not in extract]),
+        load_config(ExtractConfig, None, [o[len("extract.") :] for o in extract]),
+    )
 
 
 def _distributed(args) -> None:
     if args.coordinator:
         from rstar_jax.train.trainer import init_distributed
+
         init_distributed(args.coordinator, args.num_processes, args.process_id)
 
 
@@ -67,8 +78,7 @@ def _run_reward(args) -> int:
     from rstar_jax.train.config import RewardConfig
 
     cfg, extract_cfg = _train_configs(RewardConfig, args)
-    info = train_reward_folder(args.trees, args.init, args.out, args.ckpt, cfg, kind=args.kind,
-                               extract_cfg=extract_cfg)
+    info = train_reward_folder(args.trees, args.init, args.out, args.ckpt, cfg, kind=args.kind, extract_cfg=extract_cfg)
     print(json.dumps(info, indent=2))
     return 0
 
@@ -83,18 +93,22 @@ def _run_extract(args) -> int:
 
 def add_train_policy_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "train-policy", help="SFT the policy on the best correct trajectories of search trees",
+        "train-policy",
+        help="SFT the policy on the best correct trajectories of search trees",
         description="Supervised fine-tuning of the policy (causal LM loss on solution tokens, packed "
-                    "sequences, AdamW) from an HF folder; writes OUT/hf. Resumes from --ckpt.")
+        "sequences, AdamW) from an HF folder; writes OUT/hf. Resumes from --ckpt.",
+    )
     _train_args(p, "SFT")
     p.set_defaults(func=_run_policy)
 
 
 def add_train_ppm_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "train-ppm", help="train the process preference model (or a PQM / ORM) from search trees",
+        "train-ppm",
+        help="train the process preference model (or a PQM / ORM) from search trees",
         description="Train a reward model on the policy backbone + value head: PPM (Bradley-Terry on "
-                    "step pairs), PQM (Q regression) or ORM (outcome); writes OUT/hf with the head.")
+        "step pairs), PQM (Q regression) or ORM (outcome); writes OUT/hf with the head.",
+    )
     _train_args(p, "pairs")
     p.add_argument("--kind", choices=("ppm", "pqm", "orm"), default="ppm")
     p.set_defaults(func=_run_reward)
@@ -102,9 +116,11 @@ def add_train_ppm_parser(subparsers) -> None:
 
 def add_extract_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "extract", help="SFT examples and PPM pairs from search trees",
+        "extract",
+        help="SFT examples and PPM pairs from search trees",
         description="Write OUT/sft.jsonl, OUT/pairs.jsonl and OUT/stats.json from tree records "
-                    "(settings: rstar_jax.train.examples.ExtractConfig).")
+        "(settings: rstar_jax.train.examples.ExtractConfig).",
+    )
     _common(p, "tree")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=_run_extract)

@@ -9,6 +9,7 @@ Accepted records (``.jsonl``, one object a line, or ``.json``, an array of objec
 - OlympiadBench:   ``question``, ``final_answer`` (a list)
 - Minerva math:    ``problem``, ``solution`` with the answer in the last ``\\boxed{}``
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +17,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
+
+from rstar_jax.io import read_jsonl_numbered, write_jsonl
 
 _QUESTION_KEYS = ("question", "problem")
 _ID_KEYS = ("id", "unique_id")
@@ -94,14 +97,8 @@ def problem_from_record(record: Any, default_id: str) -> Problem:
 def _records(path: Path) -> Iterator[tuple[str, Any]]:
     """(location, parsed record) pairs; location is ``file:line`` or ``file:[index]``."""
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{path}:{lineno}", json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON: {e}") from None
+        for lineno, record in read_jsonl_numbered(path):
+            yield f"{path}:{lineno}", record
     elif path.suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -137,9 +134,4 @@ def save_problems(problems: list[Problem], path: str | os.PathLike) -> None:
     path = Path(path)
     if path.suffix != ".jsonl":
         raise ValueError(f"{path}: problems are saved as .jsonl")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for p in problems:
-            f.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl(path, (p.to_json() for p in problems))

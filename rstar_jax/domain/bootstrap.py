@@ -1,4 +1,4 @@
-"""The scripted round-1 proposer of the embedded domain (DESIGN.md §10).
+"""The scripted round-1 proposer of the embedded domain (docs/DESIGN.md §9).
 
 It stands in for the paper's large bootstrap model: it knows each synthetic
 problem's clause plan and writes the next step in the step format, but slips
@@ -18,6 +18,7 @@ the writer (``x = 23 + 4 * 12 = 71``), no code and no print step; the last step
 is the answer. Nothing is executed, so the slip that makes code crash becomes a
 silent arithmetic slip (a wrong stated value) that later steps build on.
 """
+
 from __future__ import annotations
 
 import ast
@@ -32,11 +33,24 @@ from typing import Mapping, Sequence
 
 from rstar_jax.data.problems import Problem, last_boxed
 from rstar_jax.domain.synthetic import (
-    FINAL_CODE, OPS, code_for, execute_trusted, operand_slips, plan_of, question_numbers, step_text,
+    FINAL_CODE,
+    OPS,
+    code_for,
+    execute_trusted,
+    operand_slips,
+    plan_of,
+    question_numbers,
+    step_text,
 )
-from rstar_jax.search.types import ProposalRequest, StepCandidate
+from rstar_jax.search.types import Proposal, ProposalRequest, StepCandidate
 from rstar_jax.steps import (
-    END_OF_ANSWER, END_OF_CODE, END_OF_STEP, OUTPUT_CLOSE, OUTPUT_OPEN, answer_step, output_block,
+    END_OF_ANSWER,
+    END_OF_CODE,
+    END_OF_STEP,
+    OUTPUT_CLOSE,
+    OUTPUT_OPEN,
+    answer_step,
+    output_block,
     path_program,
 )
 
@@ -72,9 +86,15 @@ class ErrorRates:
 
 # Chosen so that plain sampling solves about 70% / 37% / 12% of tiers 1 / 2 / 3
 # (a solution has n_ops + 1 slip-prone steps: the start value and each operation).
-DEFAULT_ERROR_RATES: Mapping[int, ErrorRates] = {
-    1: ErrorRates.split(0.13), 2: ErrorRates.split(0.20), 3: ErrorRates.split(0.26),
-}
+TIER_ERROR_RATES: tuple[float, ...] = (0.13, 0.20, 0.26)  # per-step error rate of tiers 1, 2, 3
+
+
+def tier_error_rates(rates: Sequence[float] = TIER_ERROR_RATES) -> dict[int, ErrorRates]:
+    """Per-tier ``ErrorRates`` from one total per-step error rate per tier (tier 1 first)."""
+    return {tier: ErrorRates.split(p) for tier, p in enumerate(rates, start=1)}
+
+
+DEFAULT_ERROR_RATES: Mapping[int, ErrorRates] = tier_error_rates()
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -120,14 +140,15 @@ def _printed_value(step: str) -> str:
 def _crash(code: str, rng: random.Random) -> str:
     """Code that fails when run: an undefined name, a missing import or a cut-off line."""
     if rng.random() < 0.5:
-        return code.rsplit(" ", 1)[0] if " " in code else code + " +"   # SyntaxError
+        return code.rsplit(" ", 1)[0] if " " in code else code + " +"  # SyntaxError
     if code.startswith("from fractions"):
-        return code.split("\n", 1)[1]                                     # NameError: Fraction
+        return code.split("\n", 1)[1]  # NameError: Fraction
     return code.replace("x = x", f"x = {rng.choice(_UNDEFINED_NAMES)}", 1)  # NameError
 
 
-def nl_step(clause: str, template: str | None, args: Sequence[int], value: Fraction | None,
-            slip: random.Random | None = None) -> str:
+def nl_step(
+    clause: str, template: str | None, args: Sequence[int], value: Fraction | None, slip: random.Random | None = None
+) -> str:
     """A natural-language step: the clause, then ``x = <arithmetic> = <value>`` computed by the
     writer (``template``: an op's code over x; None for the start value, ``x = <value>``).
     ``slip`` states a wrong value for the right arithmetic (a misread start value)."""
@@ -137,8 +158,9 @@ def nl_step(clause: str, template: str | None, args: Sequence[int], value: Fract
     else:
         rhs = template.split("=", 1)[1].strip()
         # Exact arithmetic: our own template evaluated over Fractions (1 / 2 must not become 0.5).
-        new = eval(rhs.format(a="a", b="b"), {"__builtins__": {}},
-                   {"x": value, **{k: Fraction(v) for k, v in names.items()}})
+        new = eval(
+            rhs.format(a="a", b="b"), {"__builtins__": {}}, {"x": value, **{k: Fraction(v) for k, v in names.items()}}
+        )
         shown = str(value) if value.denominator == 1 and value >= 0 else f"({value})"
         rhs = _X.sub(shown, rhs.format(**names)) + " = "
     if slip is not None:
@@ -165,8 +187,13 @@ class BootstrapProposer:
     ``temperature`` is accepted for the Proposer protocol and ignored: the slip rates are the
     proposer's whole sampling distribution. ``style``: "code" (code-augmented steps) or "nl"."""
 
-    def __init__(self, problems: Sequence[Problem],
-                 error_rates: Mapping[int, ErrorRates] = DEFAULT_ERROR_RATES, seed: int = 0, style: str = "code"):
+    def __init__(
+        self,
+        problems: Sequence[Problem],
+        error_rates: Mapping[int, ErrorRates] = DEFAULT_ERROR_RATES,
+        seed: int = 0,
+        style: str = "code",
+    ):
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, got {style!r}")
         self._by_id = {p.id: p for p in problems}
@@ -184,11 +211,12 @@ class BootstrapProposer:
             raise KeyError(f"bootstrap proposer does not know problem {request.problem_id!r}")
         return problem
 
-    def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float = 1.0,
-                seed: int = 0) -> list[list[StepCandidate]]:
+    def propose(
+        self, requests: Sequence[ProposalRequest], k: int, *, temperature: float = 1.0, seed: int = 0
+    ) -> Proposal:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        return [[self._candidate(r, j, seed) for j in range(k)] for r in requests]
+        return Proposal([[self._candidate(r, j, seed) for j in range(k)] for r in requests])
 
     def _candidate(self, request: ProposalRequest, j: int, seed: int) -> StepCandidate:
         # The PRNG depends only on what the protocol allows, never on the batch.
@@ -226,8 +254,15 @@ class BootstrapProposer:
         args[j] = rng.choice(operand_slips(args[j], question_numbers(problem)))
         return write(i, args, None)
 
-    def _write(self, plan: Sequence[dict], i: int, args: Sequence[int], template: str | None,
-               value: Fraction | None = None, slip: random.Random | None = None) -> str:
+    def _write(
+        self,
+        plan: Sequence[dict],
+        i: int,
+        args: Sequence[int],
+        template: str | None,
+        value: Fraction | None = None,
+        slip: random.Random | None = None,
+    ) -> str:
         """Step i of the plan; ``slip``: code that crashes, or in NL a wrongly stated value."""
         p = plan[i]
         if self.style == "nl":
@@ -241,15 +276,14 @@ class BootstrapProposer:
         return step_text(p["clause"], _crash(code, slip) if slip else code)
 
 
-def sample_solution(proposer: BootstrapProposer, problem: Problem, seed: int,
-                    max_steps: int = 32) -> list[str]:
+def sample_solution(proposer: BootstrapProposer, problem: Problem, seed: int, max_steps: int = 32) -> list[str]:
     """One chain of the proposer's own first candidates, run like the search would run it.
 
     The final program is executed in-process: fine for this scripted proposer's code only."""
     steps: list[str] = []
     while len(steps) < max_steps:
         request = ProposalRequest(problem.id, problem.question, tuple(steps))
-        text = proposer.propose([request], 1, seed=seed)[0][0].text
+        text = proposer.propose([request], 1, seed=seed).candidates[0][0].text
         if text.rstrip().endswith(END_OF_ANSWER):
             return steps + [text]
         if text.rstrip().endswith(END_OF_CODE):
@@ -272,8 +306,9 @@ def is_correct(steps: Sequence[str], problem: Problem) -> bool:
         return False
 
 
-def solve_rate(proposer: BootstrapProposer, problems: Sequence[Problem], samples: int,
-               seed: int = 0) -> dict[int, float]:
+def solve_rate(
+    proposer: BootstrapProposer, problems: Sequence[Problem], samples: int, seed: int = 0
+) -> dict[int, float]:
     """Per tier, the share of sampled chains (``samples`` per problem, no search) that are correct."""
     hits: dict[int, list[int]] = {}
     for problem in problems:

@@ -1,10 +1,9 @@
-"""The embedded demo domain (DESIGN.md §10): multi-step arithmetic word problems.
+"""The embedded demo domain (docs/DESIGN.md §9): multi-step arithmetic word problems.
 
 A problem is a chain of clauses about one quantity ("Maya has 23 apples. She buys
 4 packs of 12 apples each. ..."); its reference solution has one code step per
 clause, each restating the clause as a comment and updating one running variable
-``x`` (the format a tiny model learned fastest in a prototype). Values are exact
-``Fraction``s, so answers are integers or fractions such as ``7/3``.
+``x``. Values are exact ``Fraction``s, so answers are integers or fractions such as ``7/3``.
 
 Why wrong solutions rarely hit the gold answer: every operation is an injective
 function of ``x`` (no floor division, no modulo), no operand is 0 or 1, and values
@@ -12,12 +11,10 @@ stay in [10, 9999], so one wrong operand, operation or skipped clause changes th
 final value; ``coincidence_rate`` measures what is left. Tiers count operations:
 1 = 1-2, 2 = 3-4, 3 = 5-7.
 
-Clauses are labelled "(1) ... (2) ..." in the question and in the step comments. Without
-labels a 2-layer policy lost its place among clauses with the same ending ("... meters of
-rope."): copying the next clause by its last token matched the wrong occurrence, and it
-repeated or skipped clauses on the long tier. With them the next label is the previous one
-plus one, and one-token copying after "(4" is unambiguous.
+Clauses are labelled "(1) ... (2) ..." in the question and in the step comments, so the
+next clause to copy is found by its label (why: docs/DEMO_LOG.md, "Why the code is as it is").
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,24 +38,51 @@ INIT_CODE = "from fractions import Fraction\nx = Fraction({a})"
 FINAL_CODE = "print(x)"
 
 NAMES: tuple[tuple[str, str], ...] = (
-    ("Tom", "He"), ("Maya", "She"), ("Liam", "He"), ("Ava", "She"), ("Noah", "He"),
-    ("Emma", "She"), ("Omar", "He"), ("Zoe", "She"), ("Ravi", "He"), ("Lena", "She"),
-    ("Ben", "He"), ("Nora", "She"), ("Sam", "He"), ("Ivy", "She"), ("Leo", "He"), ("Mia", "She"),
+    ("Tom", "He"),
+    ("Maya", "She"),
+    ("Liam", "He"),
+    ("Ava", "She"),
+    ("Noah", "He"),
+    ("Emma", "She"),
+    ("Omar", "He"),
+    ("Zoe", "She"),
+    ("Ravi", "He"),
+    ("Lena", "She"),
+    ("Ben", "He"),
+    ("Nora", "She"),
+    ("Sam", "He"),
+    ("Ivy", "She"),
+    ("Leo", "He"),
+    ("Mia", "She"),
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Theme:
-    noun: str          # "liters of juice": after a number
-    short: str         # "juice": after "the"
-    continuous: bool   # may hold fractional amounts
+    noun: str  # "liters of juice": after a number
+    short: str  # "juice": after "the"
+    continuous: bool  # may hold fractional amounts
 
 
-THEMES: tuple[Theme, ...] = tuple(Theme(n, n, False) for n in (
-    "apples", "marbles", "stickers", "books", "cookies", "cards", "pencils", "stamps", "coins", "shells",
-)) + (
-    Theme("liters of juice", "juice", True), Theme("kilograms of flour", "flour", True),
-    Theme("meters of rope", "rope", True), Theme("cups of rice", "rice", True),
+THEMES: tuple[Theme, ...] = tuple(
+    Theme(n, n, False)
+    for n in (
+        "apples",
+        "marbles",
+        "stickers",
+        "books",
+        "cookies",
+        "cards",
+        "pencils",
+        "stamps",
+        "coins",
+        "shells",
+    )
+) + (
+    Theme("liters of juice", "juice", True),
+    Theme("kilograms of flour", "flour", True),
+    Theme("meters of rope", "rope", True),
+    Theme("cups of rice", "rice", True),
 )
 INIT_PHRASES = ("{N} has {a} {n}.", "{N} starts with {a} {n}.", "{N} owns {a} {n}.")
 QUESTION_PHRASES = ("How many {n} does {N} have now?", "How many {n} does {N} have in the end?")
@@ -70,12 +94,12 @@ TAKING_OPS = frozenset({"sub", "sub_groups", "sub_part", "div"})
 class Op:
     """One operation on the running value: code, exact semantics, wordings and typical slips."""
 
-    code: str                                     # template over {a}, {b}
-    fn: Callable[..., Fraction]                   # (x, *args) -> new x
+    code: str  # template over {a}, {b}
+    fn: Callable[..., Fraction]  # (x, *args) -> new x
     sample: Callable[[random.Random, Fraction], tuple[int, ...] | None]
-    phrases: tuple[str, ...]                      # over {P} pronoun, {n}/{s} noun, {a}, {b}
-    special: dict[tuple[int, ...], str]           # idiomatic wording for particular args
-    wrong: tuple[str, ...]                        # plausible wrong operations, same args
+    phrases: tuple[str, ...]  # over {P} pronoun, {n}/{s} noun, {a}, {b}
+    special: dict[tuple[int, ...], str]  # idiomatic wording for particular args
+    wrong: tuple[str, ...]  # plausible wrong operations, same args
 
 
 def _ints(lo: int, hi: int) -> Callable[[random.Random, Fraction], tuple[int, ...] | None]:
@@ -99,29 +123,69 @@ def _part(rng: random.Random, x: Fraction) -> tuple[int, ...] | None:
 
 
 OPS: dict[str, Op] = {
-    "add": Op("x = x + {a}", lambda x, a: x + a, _ints(2, 99),
-              ("{P} buys {a} more {n}.", "{P} gets {a} more {n} from a friend.", "{P} finds {a} more {n}."),
-              {}, ("x = x - {a}", "x = x * {a}")),
-    "sub": Op("x = x - {a}", lambda x, a: x - a, _sub_amount,
-              ("{P} gives away {a} {n}.", "{P} sells {a} {n}.", "{P} uses {a} {n}."),
-              {}, ("x = x + {a}", "x = x / {a}")),
-    "add_groups": Op("x = x + {a} * {b}", lambda x, a, b: x + a * b, _groups,
-                     ("{P} buys {a} packs of {b} {n} each.", "{P} gets {a} boxes with {b} {n} in each."),
-                     {}, ("x = x - {a} * {b}", "x = x + {a} + {b}")),
-    "sub_groups": Op("x = x - {a} * {b}", lambda x, a, b: x - a * b, _groups,
-                     ("{P} gives {b} {n} to each of {a} friends.", "{P} sells {a} bags of {b} {n} each."),
-                     {}, ("x = x + {a} * {b}", "x = x - {a} - {b}")),
-    "mul": Op("x = x * {a}", lambda x, a: x * a, _ints(2, 5),
-              ("{P} ends up with {a} times as many {n}.", "{P} multiplies the {s} by {a}."),
-              {(2,): "{P} doubles the {s}.", (3,): "{P} triples the {s}."}, ("x = x + {a}", "x = x / {a}")),
-    "div": Op("x = x / {a}", lambda x, a: x / a, _ints(2, 9),
-              ("{P} splits the {s} into {a} equal parts and keeps one.",
-               "{P} shares the {s} equally among {a} bags and keeps one bag."),
-              {(2,): "{P} keeps half of the {s}.", (3,): "{P} keeps a third of the {s}.",
-               (4,): "{P} keeps a quarter of the {s}."}, ("x = x * {a}", "x = x - {a}")),
-    "sub_part": Op("x = x - x * {a} / {b}", lambda x, a, b: x - x * a / b, _part,
-                   ("{P} gives away {a}/{b} of the {s}.", "{P} sells {a}/{b} of the {s}."),
-                   {(1, 2): "{P} gives away half of the {s}."}, ("x = x + x * {a} / {b}", "x = x - {a} / {b}")),
+    "add": Op(
+        "x = x + {a}",
+        lambda x, a: x + a,
+        _ints(2, 99),
+        ("{P} buys {a} more {n}.", "{P} gets {a} more {n} from a friend.", "{P} finds {a} more {n}."),
+        {},
+        ("x = x - {a}", "x = x * {a}"),
+    ),
+    "sub": Op(
+        "x = x - {a}",
+        lambda x, a: x - a,
+        _sub_amount,
+        ("{P} gives away {a} {n}.", "{P} sells {a} {n}.", "{P} uses {a} {n}."),
+        {},
+        ("x = x + {a}", "x = x / {a}"),
+    ),
+    "add_groups": Op(
+        "x = x + {a} * {b}",
+        lambda x, a, b: x + a * b,
+        _groups,
+        ("{P} buys {a} packs of {b} {n} each.", "{P} gets {a} boxes with {b} {n} in each."),
+        {},
+        ("x = x - {a} * {b}", "x = x + {a} + {b}"),
+    ),
+    "sub_groups": Op(
+        "x = x - {a} * {b}",
+        lambda x, a, b: x - a * b,
+        _groups,
+        ("{P} gives {b} {n} to each of {a} friends.", "{P} sells {a} bags of {b} {n} each."),
+        {},
+        ("x = x + {a} * {b}", "x = x - {a} - {b}"),
+    ),
+    "mul": Op(
+        "x = x * {a}",
+        lambda x, a: x * a,
+        _ints(2, 5),
+        ("{P} ends up with {a} times as many {n}.", "{P} multiplies the {s} by {a}."),
+        {(2,): "{P} doubles the {s}.", (3,): "{P} triples the {s}."},
+        ("x = x + {a}", "x = x / {a}"),
+    ),
+    "div": Op(
+        "x = x / {a}",
+        lambda x, a: x / a,
+        _ints(2, 9),
+        (
+            "{P} splits the {s} into {a} equal parts and keeps one.",
+            "{P} shares the {s} equally among {a} bags and keeps one bag.",
+        ),
+        {
+            (2,): "{P} keeps half of the {s}.",
+            (3,): "{P} keeps a third of the {s}.",
+            (4,): "{P} keeps a quarter of the {s}.",
+        },
+        ("x = x * {a}", "x = x - {a}"),
+    ),
+    "sub_part": Op(
+        "x = x - x * {a} / {b}",
+        lambda x, a, b: x - x * a / b,
+        _part,
+        ("{P} gives away {a}/{b} of the {s}.", "{P} sells {a}/{b} of the {s}."),
+        {(1, 2): "{P} gives away half of the {s}."},
+        ("x = x + x * {a} / {b}", "x = x - {a} / {b}"),
+    ),
 }
 
 
@@ -239,8 +303,9 @@ def generate_problems(n: int, tier: int, seed: int) -> list[Problem]:
     return _stream(tier, f"seed{seed}", n)
 
 
-def make_splits(seed: int, n_train_per_tier: int | Sequence[int], n_test_per_tier: int,
-                tiers: Sequence[int] = (1, 2, 3)) -> tuple[list[Problem], list[Problem]]:
+def make_splits(
+    seed: int, n_train_per_tier: int | Sequence[int], n_test_per_tier: int, tiers: Sequence[int] = (1, 2, 3)
+) -> tuple[list[Problem], list[Problem]]:
     """(train, test) over ``tiers``. Each tier's test set comes from its own stream, so it is
     fixed by (seed, n_test_per_tier) whatever the train size; no test question is in train.
 
@@ -254,8 +319,7 @@ def make_splits(seed: int, n_train_per_tier: int | Sequence[int], n_test_per_tie
     for tier, n_train in zip(tiers, counts):
         held_out = _stream(tier, f"seed{seed}/test", n_test_per_tier)
         test += held_out
-        train += _stream(tier, f"seed{seed}/train", n_train,
-                         exclude=frozenset(p.question for p in held_out))
+        train += _stream(tier, f"seed{seed}/train", n_train, exclude=frozenset(p.question for p in held_out))
     return train, test
 
 
@@ -276,8 +340,10 @@ def perturbations(problem: Problem) -> list[tuple[str, list[str]]]:
     final = step_text(plan[-1]["clause"], FINAL_CODE, final=True)
     out: list[tuple[str, list[str]]] = []
     for i, p in enumerate(plan[:-1]):
+
         def with_code(code: str) -> list[str]:
-            return base[:i] + [step_text(p["clause"], code)] + base[i + 1:] + [final]
+            return base[:i] + [step_text(p["clause"], code)] + base[i + 1 :] + [final]
+
         for j, value in enumerate(p["args"]):
             for slip in operand_slips(value, numbers):
                 args = list(p["args"])
@@ -285,7 +351,7 @@ def perturbations(problem: Problem) -> list[tuple[str, list[str]]]:
                 out.append(("wrong_operand", with_code(code_for(p["op"], args))))
         if p["op"] != "init":
             out += [("wrong_operation", with_code(code_for(p["op"], p["args"], t))) for t in OPS[p["op"]].wrong]
-            out.append(("skip_step", base[:i] + base[i + 1:] + [final]))
+            out.append(("skip_step", base[:i] + base[i + 1 :] + [final]))
     return out
 
 

@@ -2,13 +2,11 @@
 
 Byte-level BPE (exact round trip of any text, spaces and newlines included) whose
 pre-tokenizer splits digits one per token, so a tiny model copies numbers digit
-by digit. A space before a number joins its first digit (`` 57`` -> ``Ġ5 7``): a
-lone space token before every number made the token preceding a digit the same
-everywhere, and a copy (induction) head then needs two tokens of context to find
-which number comes next; the domain policy did not learn to copy numbers in its
-SFT budget with it. The step markers, ``<pad>`` and ``<eos>`` are single special tokens.
-A prototype found this (vocab ~512) about 3x shorter than characters.
+by digit. A space before a number joins its first digit (`` 57`` -> ``Ġ5 7``), so
+one token of context finds the number to copy (why: docs/DEMO_LOG.md). The step
+markers, ``<pad>`` and ``<eos>`` are single special tokens.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,25 +23,32 @@ PAD, EOS = "<pad>", "<eos>"
 ALL_SPECIAL: tuple[str, ...] = (PAD, EOS) + SPECIAL_TOKENS  # ids 0, 1, 2, ... in this order
 
 
-def train_domain_tokenizer(texts: Iterable[str], vocab_size: int = 512,
-                           out_dir: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
+def train_domain_tokenizer(
+    texts: Iterable[str], vocab_size: int = 512, out_dir: str | os.PathLike | None = None
+) -> PreTrainedTokenizerFast:
     """Train the byte-level, digit-splitting BPE on ``texts``; save to ``out_dir`` if given."""
     min_size = len(ALL_SPECIAL) + 256  # the specials and the byte alphabet
     if vocab_size < min_size:
         raise ValueError(f"vocab_size must be at least {min_size}, got {vocab_size}")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r" ?\d"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r" ?\d"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(ALL_SPECIAL), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=list(ALL_SPECIAL),
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
     hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, eos_token=EOS,
+        tokenizer_object=tok,
+        pad_token=PAD,
+        eos_token=EOS,
         additional_special_tokens=list(SPECIAL_TOKENS),
         clean_up_tokenization_spaces=False,  # would eat spaces before punctuation on decode
     )

@@ -1,5 +1,6 @@
 """Generation engine: jitted prefill/decode over a bucketed KV cache, sampling, stop strings,
 prefix-KV reuse and batched sequence (PPM) scoring. It knows nothing of search."""
+
 from rstar_jax.engine.buckets import Buckets
 from rstar_jax.engine.engine import Completion, Engine, GenerateStats, Prefix
 from rstar_jax.engine.sampling import SamplingMode

@@ -9,6 +9,7 @@ any padded dimension is waste, and a dimension up to 4096 has ~20 buckets.
 workloads whose shapes change every call, like tree search, where compiling a
 new combination costs more than the padding it saves.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -4,6 +4,7 @@ The engine never adds special tokens (prompts are used verbatim, as in the
 official code) and never skips them when decoding: the step markers are special
 tokens and must appear in the text.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -27,8 +28,7 @@ class Codec:
     def decode_batch(self, seqs: Sequence[Sequence[int]]) -> list[str]:
         seqs = [list(map(int, s)) for s in seqs]
         if self._hf:
-            return self.tokenizer.batch_decode(seqs, skip_special_tokens=False,
-                                               clean_up_tokenization_spaces=False)
+            return self.tokenizer.batch_decode(seqs, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return self.tokenizer.decode_batch(seqs, skip_special_tokens=False)
 
     def eos_ids(self) -> set[int]:

@@ -10,9 +10,9 @@ token except the last (a token is fed only when the next one is drawn). A
 finished row feeds nothing: its slots stay masked, so its KV is exactly
 prompt + completion[:-1].
 """
+
 from __future__ import annotations
 
-import collections
 import functools
 
 import jax
@@ -21,9 +21,7 @@ from flax import struct
 
 from rstar_jax.engine.sampling import SamplingMode, row_uniforms, sample
 from rstar_jax.models import KVCache, ModelConfig, branch_cache, forward_cached, project
-
-# Python-side trace counts per function: a retrace means a new compilation.
-TRACES: collections.Counter = collections.Counter()
+from rstar_jax.shapes import check_shapes
 
 
 @struct.dataclass
@@ -60,8 +58,7 @@ def _emit(state: DecodeState, logits: jax.Array, mode: SamplingMode) -> DecodeSt
     tok = sample(logits, u, state.temperature, state.top_p, state.top_k, mode)
     lp = jnp.take_along_axis(logits, tok[:, None], axis=-1)[:, 0] - jax.nn.logsumexp(logits, axis=-1)
     tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, jnp.where(active, tok, 0)[:, None], state.step, 1)
-    logprobs = jax.lax.dynamic_update_slice_in_dim(state.logprobs, jnp.where(active, lp, 0.0)[:, None],
-                                                   state.step, 1)
+    logprobs = jax.lax.dynamic_update_slice_in_dim(state.logprobs, jnp.where(active, lp, 0.0)[:, None], state.step, 1)
     num = state.num + active
     hit = jnp.any(tok[:, None] == state.stop_ids[None, :], axis=-1)
     done = state.done | (active & hit) | (num >= state.max_new)
@@ -90,14 +87,29 @@ def _prefix_cache(config: ModelConfig, prefix_k, prefix_v, prefix_len, b: int, t
 def draw_uniforms(seeds, prompt_index, sample_index, n: int) -> jax.Array:
     """``sampling.row_uniforms`` [R, n] as a program of its own, keyed by (R, n) alone: the
     threefry hash is compiled once per such pair, not into every prefill and decode shape."""
-    TRACES["uniforms"] += 1
     return row_uniforms(seeds, prompt_index, sample_index, n)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "mode", "new_cap", "own_cap"))
-def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens, mask, max_new,
-            uniforms, stop_ids, temperature, top_p, top_k, *,
-            mode: SamplingMode, new_cap: int, own_cap: int) -> DecodeState:
+def prefill(
+    config: ModelConfig,
+    params,
+    prefix_k,
+    prefix_v,
+    prefix_len,
+    tokens,
+    mask,
+    max_new,
+    uniforms,
+    stop_ids,
+    temperature,
+    top_p,
+    top_k,
+    *,
+    mode: SamplingMode,
+    new_cap: int,
+    own_cap: int,
+) -> DecodeState:
     """Prefill Bp left-padded suffixes [Bp, T] after their cached prefixes and draw the first
     token of the R = Bp x n rows (row r continues prompt r // n).
 
@@ -106,19 +118,36 @@ def prefill(config: ModelConfig, params, prefix_k, prefix_v, prefix_len, tokens,
     ``new_cap`` tokens. Rows with ``max_new`` 0 (batch padding) start finished.
     uniforms: [R, new_cap] from ``draw_uniforms`` ([R, 0] when greedy).
     """
-    TRACES["prefill"] += 1
-    b, t = tokens.shape
-    r = max_new.shape[0]
+    dims = check_shapes(
+        "prefill",
+        tokens=(tokens, "Bp T"),
+        mask=(mask, "Bp T"),
+        max_new=(max_new, "R"),
+        uniforms=(uniforms, "R *"),
+        prefix_len=(prefix_len, "Bp"),
+        stop_ids=(stop_ids, "S"),
+    )
+    b, t, r = dims["Bp"], dims["T"], dims["R"]
+    if r % b:
+        raise ValueError(f"prefill: {r} rows is not a multiple of {b} prompts")
     cache = _prefix_cache(config, prefix_k, prefix_v, prefix_len, b, t)
     h, cache = forward_cached(config, params, tokens, cache, mask)
     logits = jnp.repeat(project(config, params, h[:, -1]), r // b, axis=0)  # left padding: last column real
     cache = branch_cache(config, cache, r, own_cap)
     state = DecodeState(
-        cache=cache, tokens=jnp.zeros((r, new_cap), jnp.int32), logprobs=jnp.zeros((r, new_cap), jnp.float32),
-        num=jnp.zeros((r,), jnp.int32), max_new=max_new, done=max_new <= 0,
-        uniforms=uniforms, step=jnp.zeros((), jnp.int32), stop_ids=stop_ids,
-        temperature=jnp.asarray(temperature, jnp.float32), top_p=jnp.asarray(top_p, jnp.float32),
-        top_k=jnp.asarray(top_k, jnp.int32))
+        cache=cache,
+        tokens=jnp.zeros((r, new_cap), jnp.int32),
+        logprobs=jnp.zeros((r, new_cap), jnp.float32),
+        num=jnp.zeros((r,), jnp.int32),
+        max_new=max_new,
+        done=max_new <= 0,
+        uniforms=uniforms,
+        step=jnp.zeros((), jnp.int32),
+        stop_ids=stop_ids,
+        temperature=jnp.asarray(temperature, jnp.float32),
+        top_p=jnp.asarray(top_p, jnp.float32),
+        top_k=jnp.asarray(top_k, jnp.int32),
+    )
     return _emit(state, logits, mode)
 
 
@@ -129,15 +158,15 @@ def grow(state: DecodeState, capacity: int) -> DecodeState:
     Decode reads all own slots every step, so they grow with the tokens generated
     instead of being sized for ``max_new_tokens`` up front.
     """
-    TRACES["grow"] += 1
     c = state.cache
     extra = capacity - c.capacity
 
     def pad(a, axis):
         return jnp.pad(a, [(0, extra if i == axis else 0) for i in range(a.ndim)])
 
-    return state.replace(cache=c.replace(k=tuple(pad(k, 3) for k in c.k), v=tuple(pad(v, 2) for v in c.v),
-                                         mask=pad(c.mask, 1)))
+    return state.replace(
+        cache=c.replace(k=tuple(pad(k, 3) for k in c.k), v=tuple(pad(v, 2) for v in c.v), mask=pad(c.mask, 1))
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("config", "mode"), donate_argnames=("state",))
@@ -148,7 +177,6 @@ def decode(config: ModelConfig, params, state: DecodeState, limit, *, mode: Samp
     A host loop calls this with limit = step + chunk (early exit and host-side stop
     checks between calls); one call with limit = N runs the whole generation.
     """
-    TRACES["decode"] += 1
 
     def body(s: DecodeState) -> DecodeState:
         last = jax.lax.dynamic_slice_in_dim(s.tokens, s.step - 1, 1, axis=1)  # [R, 1]
@@ -166,14 +194,20 @@ def compact(state: DecodeState, prompts, rows) -> DecodeState:
     Between decode calls the engine drops finished rows and prompts, so the long tail of a
     call decodes a smaller batch instead of waiting in it.
     """
-    TRACES["compact"] += 1
     c, sh = state.cache, state.cache.shared
     shared = sh.replace(k=tuple(k[prompts] for k in sh.k), v=tuple(v[prompts] for v in sh.v), mask=sh.mask[prompts])
-    cache = c.replace(k=tuple(k[rows] for k in c.k), v=tuple(v[rows] for v in c.v), mask=c.mask[rows],
-                      pos=c.pos[rows], shared=shared)
-    return state.replace(cache=cache, tokens=state.tokens[rows], logprobs=state.logprobs[rows],
-                         num=state.num[rows], max_new=state.max_new[rows], done=state.done[rows],
-                         uniforms=state.uniforms[rows])
+    cache = c.replace(
+        k=tuple(k[rows] for k in c.k), v=tuple(v[rows] for v in c.v), mask=c.mask[rows], pos=c.pos[rows], shared=shared
+    )
+    return state.replace(
+        cache=cache,
+        tokens=state.tokens[rows],
+        logprobs=state.logprobs[rows],
+        num=state.num[rows],
+        max_new=state.max_new[rows],
+        done=state.done[rows],
+        uniforms=state.uniforms[rows],
+    )
 
 
 @jax.jit
@@ -191,7 +225,6 @@ def extract_prefixes(cache: KVCache, rows, length: int) -> tuple[jax.Array, jax.
     Returns k [M, L, Hkv, Dh, length] and v [M, L, Hkv, length, Dh]; slots past a
     row's real tokens hold junk (a Prefix records its own length).
     """
-    TRACES["extract"] += 1
     src = rows // (cache.mask.shape[0] // cache.shared.mask.shape[0])
     mask = jnp.concatenate([cache.shared.mask[src], cache.mask[rows]], axis=1)
     order = jnp.argsort(~mask, axis=1, stable=True)[:, :length]  # real slots first, in slot order

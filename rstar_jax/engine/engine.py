@@ -7,6 +7,7 @@ calls (``chunk=0``: one ``lax.while_loop`` to the end). A completion can return
 its KV as a ``Prefix``; passing it back with a longer prompt prefills only the
 new tokens (the search keeps one per tree node).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rstar_jax.engine import decode as dec
+from rstar_jax.engine import decode
 from rstar_jax.engine.buckets import Buckets
 from rstar_jax.engine.codec import Codec
 from rstar_jax.engine.sampling import SamplingMode
@@ -56,7 +57,7 @@ class Completion:
 
 @dataclasses.dataclass
 class GenerateStats:
-    """Counters of the last ``generate`` call (summed over its row groups)."""
+    """Counters of one ``generate`` call (summed over its row groups), returned with its completions."""
 
     prompts: int = 0
     rows: int = 0
@@ -84,9 +85,19 @@ class Engine:
               on these CPUs ~64 rows, the extra programs and harvests cost more than they save.
     """
 
-    def __init__(self, config: ModelConfig, params, tokenizer=None, *, buckets: Buckets = Buckets(),
-                 chunk: int = 16, max_rows: int = 512, max_len: int | None = None, share_prefill: bool = True,
-                 compact: bool = False):
+    def __init__(
+        self,
+        config: ModelConfig,
+        params,
+        tokenizer=None,
+        *,
+        buckets: Buckets = Buckets(),
+        chunk: int = 16,
+        max_rows: int = 512,
+        max_len: int | None = None,
+        share_prefill: bool = True,
+        compact: bool = False,
+    ):
         self.config, self.params = config, params
         # the jitted functions take the config as a static argument: token ids play no part there
         self._jit_config = config.replace(bos_token_id=None, eos_token_id=None, pad_token_id=None)
@@ -94,9 +105,9 @@ class Engine:
         self.chunk, self.max_rows, self.share_prefill, self.compact = chunk, max_rows, share_prefill, compact
         self.max_len = max_len or config.max_position_embeddings
         self.buckets = buckets.up_to(self.max_len)
-        self.eos_ids = ({config.eos_token_id} if config.eos_token_id is not None else set()) | \
-            (self.codec.eos_ids() if self.codec else set())
-        self.stats = GenerateStats()
+        self.eos_ids = ({config.eos_token_id} if config.eos_token_id is not None else set()) | (
+            self.codec.eos_ids() if self.codec else set()
+        )
 
     # --- text -------------------------------------------------------------------------
     def encode(self, prompt: Prompt) -> list[int]:
@@ -110,11 +121,21 @@ class Engine:
         return self.codec.decode(ids) if self.codec else ""
 
     # --- generation -------------------------------------------------------------------
-    def generate(self, prompts: Sequence[Prompt], n: int = 1, max_new_tokens: int = 256,
-                 temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, stop: Sequence[str] = (),
-                 seed: int | Sequence[int] = 0, prefixes: Sequence[Prefix | None] | None = None,
-                 return_prefix: bool = False, chunk: int | None = None) -> list[list[Completion]]:
-        """``n`` completions per prompt (strings or token-id lists).
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        n: int = 1,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Sequence[str] = (),
+        seed: int | Sequence[int] = 0,
+        prefixes: Sequence[Prefix | None] | None = None,
+        return_prefix: bool = False,
+        chunk: int | None = None,
+    ) -> tuple[list[list[Completion]], GenerateStats]:
+        """``n`` completions per prompt (strings or token-id lists), and the call's counters.
 
         seed: an int (row keys from (seed, prompt index, sample index)) or one seed per
               prompt (keys from (seeds[i], sample index): independent of the batch).
@@ -136,16 +157,17 @@ class Engine:
         if "" in stop:
             raise ValueError("stop strings must be non-empty")
         t0 = time.perf_counter()
-        self.stats = GenerateStats(prompts=len(prompts))
+        stats = GenerateStats(prompts=len(prompts))
         if not prompts:
-            return []
+            return [], stats
         ids = [self.encode(p) for p in prompts]
         for i, p in enumerate(ids):
             if not p:
                 raise ValueError(f"prompt {i} is empty")
             if len(p) >= self.max_len:
-                raise ValueError(f"prompt {i} has {len(p)} tokens; the maximum is {self.max_len - 1} "
-                                 f"(max_len {self.max_len})")
+                raise ValueError(
+                    f"prompt {i} has {len(p)} tokens; the maximum is {self.max_len - 1} (max_len {self.max_len})"
+                )
         if isinstance(seed, (int, np.integer)):
             seeds = [(int(seed), i) for i in range(len(ids))]
         else:
@@ -156,36 +178,63 @@ class Engine:
         if len(prefixes) != len(ids):
             raise ValueError(f"got {len(prefixes)} prefixes for {len(ids)} prompts")
         # reuse at most len - 1 tokens: the last prompt token is fed to get the first logits
-        keeps = [0 if p is None else min(common_prefix([p.tokens, q]), len(q) - 1)
-                 for p, q in zip(prefixes, ids)]
+        keeps = [0 if p is None else min(common_prefix([p.tokens, q]), len(q) - 1) for p, q in zip(prefixes, ids)]
         mode = SamplingMode.of(temperature, top_p, top_k)
         stop_ids = sorted(self.eos_ids | {i for s in stop if (i := self.codec.single_token_id(s)) is not None})
-        settings = dict(max_new=max_new_tokens, stop=stop, stop_ids=stop_ids, mode=mode,
-                        sampling=(temperature, top_p, top_k), return_prefix=return_prefix,
-                        chunk=self.chunk if chunk is None else chunk)
+        settings = dict(
+            max_new=max_new_tokens,
+            stop=stop,
+            stop_ids=stop_ids,
+            mode=mode,
+            sampling=(temperature, top_p, top_k),
+            return_prefix=return_prefix,
+            chunk=self.chunk if chunk is None else chunk,
+        )
         done: dict[tuple[int, int], Completion] = {}
         for entries, m in self._groups(len(ids), n):
-            done.update(self._generate_group(ids, prefixes, keeps, seeds, entries, m, **settings))
-        self.stats.seconds = time.perf_counter() - t0
-        return [[done[i, j] for j in range(n)] for i in range(len(ids))]
+            done.update(self._generate_group(ids, prefixes, keeps, seeds, entries, m, stats, **settings))
+        stats.seconds = time.perf_counter() - t0
+        return [[done[i, j] for j in range(n)] for i in range(len(ids))], stats
 
     def _groups(self, num_prompts: int, n: int) -> list[tuple[list[tuple[int, list[int]]], int]]:
         """Device batches: ([(prompt, its sample indices)], m), each prompt prefilled once and
         decoded as m rows (m x prompts <= max_rows)."""
         if not self.share_prefill:  # every row prefills its own copy of the prompt
             rows = [(i, [j]) for i in range(num_prompts) for j in range(n)]
-            return [(rows[g:g + self.max_rows], 1) for g in range(0, len(rows), self.max_rows)]
+            return [(rows[g : g + self.max_rows], 1) for g in range(0, len(rows), self.max_rows)]
         if n <= self.max_rows:
             per = self.max_rows // n
-            return [([(i, list(range(n))) for i in range(g, min(g + per, num_prompts))], n)
-                    for g in range(0, num_prompts, per)]
-        return [([(i, list(range(s, min(s + self.max_rows, n))))], self.max_rows)
-                for i in range(num_prompts) for s in range(0, n, self.max_rows)]
+            return [
+                ([(i, list(range(n))) for i in range(g, min(g + per, num_prompts))], n)
+                for g in range(0, num_prompts, per)
+            ]
+        return [
+            ([(i, list(range(s, min(s + self.max_rows, n))))], self.max_rows)
+            for i in range(num_prompts)
+            for s in range(0, n, self.max_rows)
+        ]
 
-    def _generate_group(self, all_ids, all_prefixes, all_keeps, seeds, entries, m, *, max_new, stop, stop_ids,
-                        mode, sampling, return_prefix, chunk) -> dict[tuple[int, int], Completion]:
-        """Completions {(prompt, sample): ...} of one device batch: row e * m + j is sample
-        ``entries[e][1][j]`` of prompt ``entries[e][0]``."""
+    def _generate_group(
+        self,
+        all_ids,
+        all_prefixes,
+        all_keeps,
+        seeds,
+        entries,
+        m,
+        stats: GenerateStats,
+        *,
+        max_new,
+        stop,
+        stop_ids,
+        mode,
+        sampling,
+        return_prefix,
+        chunk,
+    ) -> dict[tuple[int, int], Completion]:
+        """Completions {(prompt, sample): ...} of one device batch (its counters added to ``stats``):
+        row e * m + j is sample ``entries[e][1][j]`` of prompt ``entries[e][0]``. One function because
+        the decode loop's compaction re-maps the row owners that the harvest reads."""
         ids = [all_ids[i] for i, _ in entries]
         keeps = [all_keeps[i] for i, _ in entries]
         b = len(entries)
@@ -207,14 +256,33 @@ class Engine:
         seed_of = [seeds[i] for i, _ in entries]
         sample_of = [entries[e][1][row - e * m] for e, row in rows]
         stop_arr = np.full(max(8, -(-len(stop_ids) // 8) * 8), -1, np.int32)  # padded: no recompiles
-        stop_arr[:len(stop_ids)] = stop_ids
-        uniforms = np.zeros((r, 0), np.float32) if mode.greedy else dec.draw_uniforms(
-            per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
-            per_row([seed_of[e][1] for e, _ in rows], np.int32), per_row(sample_of, np.int32), n=new_cap)
-        state = dec.prefill(
-            self._jit_config, self.params, prefix_k, prefix_v, np.asarray(keeps + [0] * (bp - b), np.int32),
-            tokens, mask, per_row([budget[e] for e, _ in rows], np.int32), uniforms, stop_arr, *sampling,
-            mode=mode, new_cap=new_cap, own_cap=self._own_slots(chunk, new_cap))
+        stop_arr[: len(stop_ids)] = stop_ids
+        uniforms = (
+            np.zeros((r, 0), np.float32)
+            if mode.greedy
+            else decode.draw_uniforms(
+                per_row([seed_of[e][0] & 0xFFFFFFFF for e, _ in rows], np.uint32),
+                per_row([seed_of[e][1] for e, _ in rows], np.int32),
+                per_row(sample_of, np.int32),
+                n=new_cap,
+            )
+        )
+        state = decode.prefill(
+            self._jit_config,
+            self.params,
+            prefix_k,
+            prefix_v,
+            np.asarray(keeps + [0] * (bp - b), np.int32),
+            tokens,
+            mask,
+            per_row([budget[e] for e, _ in rows], np.int32),
+            uniforms,
+            stop_arr,
+            *sampling,
+            mode=mode,
+            new_cap=new_cap,
+            own_cap=self._own_slots(chunk, new_cap),
+        )
         owner = np.full(r, -1)  # per decode row, the index into ``rows`` of the sample it draws (-1: padding)
         owner[[row for _, row in rows]] = np.arange(len(rows))
 
@@ -223,29 +291,29 @@ class Engine:
 
         out: dict[tuple[int, int], Completion] = {}
         calls, done = 0, np.asarray(state.done)
-        self.stats.decode_slots += len(done)  # the first token, drawn by prefill
+        stats.decode_slots += len(done)  # the first token, drawn by prefill
         while not done.all() and int(state.step) < new_cap:
             limit = new_cap if chunk <= 0 else min(int(state.step) + chunk, new_cap)
             need = self._own_slots(limit - 1, new_cap)
             if need > state.cache.capacity:
-                state = dec.grow(state, need)
+                state = decode.grow(state, need)
             before = int(state.step)
-            state = dec.decode(self._jit_config, self.params, state, np.int32(limit), mode=mode)
+            state = decode.decode(self._jit_config, self.params, state, np.int32(limit), mode=mode)
             calls += 1
-            self.stats.decode_slots += len(done) * (int(state.step) - before)
+            stats.decode_slots += len(done) * (int(state.step) - before)
             done = np.asarray(state.done)
             if stop and not done.all():  # multi-token stop strings are found on the host
                 done = self._mark_stopped(state, done, stop)
                 state = state.replace(done=jnp.asarray(done))
             cut = self._compaction(done, state.cache.shared.mask.shape[0]) if self.compact and not done.all() else None
             if cut is not None:  # finished rows are harvested and leave; the rest decode on, fewer
-                out.update(self._harvest(state, picks(np.flatnonzero(done)), stop, return_prefix))
-                state = dec.compact(state, *cut)
+                out.update(self._harvest(state, picks(np.flatnonzero(done)), stop, return_prefix, stats))
+                state = decode.compact(state, *cut)
                 owner = np.where(done[cut[1]], -1, owner[cut[1]])
                 done = np.asarray(state.done)
-                self.stats.compactions += 1
-        out.update(self._harvest(state, picks(range(len(owner))), stop, return_prefix))
-        st = self.stats
+                stats.compactions += 1
+        out.update(self._harvest(state, picks(range(len(owner))), stop, return_prefix, stats))
+        st = stats
         st.rows += len(rows)
         st.prefill_tokens += sum(map(len, suffixes))
         st.shared_prefill_saved += sum(len(suffixes[e]) for e, _ in rows) - sum(map(len, suffixes))
@@ -264,23 +332,28 @@ class Engine:
         bp = self.buckets.rows(len(keep))
         if bp * n > done.size // 2:
             return None
-        prompts = np.concatenate([keep, np.flatnonzero(live == 0)[:bp - len(keep)]])
+        prompts = np.concatenate([keep, np.flatnonzero(live == 0)[: bp - len(keep)]])
         # each prompt's unfinished rows first (a stable sort of its done flags), then finished ones
         rows = prompts[:, None] * d.shape[1] + np.argsort(d[prompts], axis=1, kind="stable")[:, :n]
         return prompts.astype(np.int32), rows.reshape(-1).astype(np.int32)
 
-    def _harvest(self, state, picks, stop, return_prefix) -> dict[tuple[int, int], Completion]:
+    def _harvest(self, state, picks, stop, return_prefix, stats: GenerateStats) -> dict[tuple[int, int], Completion]:
         """Completions {(prompt, sample): ...} of ``picks`` [(row in state, prompt ids, (prompt, sample))]."""
         if not picks:
             return {}
         rows = [row for row, _, _ in picks]
         toks, lps, num = jax.device_get((state.tokens, state.logprobs, state.num))
-        finished = [self._finish(toks[row, :num[row]], lps[row, :num[row]], stop) for row in rows]
-        self.stats.new_tokens += sum(len(f[0]) for f in finished)
-        prefs = (self._extract(state.cache, rows, [p for _, p, _ in picks], finished)
-                 if return_prefix else [None] * len(rows))
-        return {key: Completion(text, tuple(tk), reason, lp, pf)
-                for (_, _, key), (tk, text, reason, lp), pf in zip(picks, finished, prefs)}
+        finished = [self._finish(toks[row, : num[row]], lps[row, : num[row]], stop) for row in rows]
+        stats.new_tokens += sum(len(f[0]) for f in finished)
+        prefs = (
+            self._kv_prefixes(state.cache, rows, [p for _, p, _ in picks], finished)
+            if return_prefix
+            else [None] * len(rows)
+        )
+        return {
+            key: Completion(text, tuple(tk), reason, lp, pf)
+            for (_, _, key), (tk, text, reason, lp), pf in zip(picks, finished, prefs)
+        }
 
     @staticmethod
     def _own_slots(tokens: int, new_cap: int) -> int:
@@ -314,7 +387,7 @@ class Engine:
         """Also mark done the active rows whose text so far contains a stop string."""
         active = np.flatnonzero(~done)
         toks, num = jax.device_get((state.tokens, state.num))
-        texts = self.codec.decode_batch([toks[i, :num[i]] for i in active])
+        texts = self.codec.decode_batch([toks[i, : num[i]] for i in active])
         done = done.copy()
         done[active[np.asarray(rows_with_stop(texts, stop), bool)]] = True
         return done
@@ -330,20 +403,19 @@ class Engine:
         if stop and first_stop(text, stop) is not None:
             m, text, reason = cut_at_stop(body, stop, self._decode)
             toks = body[:m]
-        return toks, text, reason, float(np.sum(lps[:len(toks)], dtype=np.float64))
+        return toks, text, reason, float(np.sum(lps[: len(toks)], dtype=np.float64))
 
-    def _extract(self, cache, rows, prompts, finished) -> list[Prefix]:
+    def _kv_prefixes(self, cache, rows, prompts, finished) -> list[Prefix]:
         """The KV of prompt + completion[:-1] of each row (what its cache holds, less any overshoot)."""
         seqs = [tuple(p) + tuple(tk[:-1]) for p, (tk, *_) in zip(prompts, finished)]
         length = self.buckets.tokens(max(map(len, seqs)), "prefix length")
         padded = np.zeros(self.buckets.rows(len(rows)), np.int32)  # a bucketed row count: no recompiles
-        padded[:len(rows)] = rows
-        k, v = dec.extract_prefixes(cache, padded, length=length)
-        return [Prefix(s, dec.take_row(k, i), dec.take_row(v, i)) for i, s in enumerate(seqs)]
+        padded[: len(rows)] = rows
+        k, v = decode.extract_prefixes(cache, padded, length=length)
+        return [Prefix(s, decode.take_row(k, i), decode.take_row(v, i)) for i, s in enumerate(seqs)]
 
     # --- scoring ----------------------------------------------------------------------
-    def score(self, texts: Sequence[Prompt], max_tokens: int = 16384,
-              groups: Sequence | None = None) -> np.ndarray:
+    def score(self, texts: Sequence[Prompt], max_tokens: int = 16384, groups: Sequence | None = None) -> np.ndarray:
         """Raw PPM scores [N] float32 (the value head on each text's last token).
 
         groups: a key per text; texts with equal keys (the children of one node) compute

@@ -8,6 +8,7 @@ once before decoding (``row_uniforms``, a program of its own in ``decode.py``):
 the threefry hash is compiled once per (rows, tokens) pair instead of into every
 prefill and decode shape (~0.4 s of XLA compiling each on a CPU).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,10 @@ class SamplingMode:
 
 def row_keys(seeds: jax.Array, prompt_index: jax.Array, sample_index: jax.Array) -> jax.Array:
     """Typed PRNG keys [R] from uint32 seeds, prompt and sample indices [R]."""
+
     def one(s, i, j):
         return jax.random.fold_in(jax.random.fold_in(jax.random.key(s), i), j)
+
     return jax.vmap(one)(seeds, prompt_index, sample_index)
 
 
@@ -45,8 +48,10 @@ def row_uniforms(seeds: jax.Array, prompt_index: jax.Array, sample_index: jax.Ar
     tiny = jnp.finfo(jnp.float32).tiny
     keys = row_keys(seeds, prompt_index, sample_index)
     steps = jnp.arange(n, dtype=jnp.int32)
+
     def draws(k):
         return jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(k, t), minval=tiny))(steps)
+
     return jax.vmap(draws)(keys)
 
 
@@ -89,8 +94,9 @@ def inverse_cdf(weights: jax.Array, u: jax.Array, block: int = 128) -> jax.Array
     return (b * block + jnp.minimum(j, last)).astype(jnp.int32)
 
 
-def sample(logits: jax.Array, u: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: jax.Array,
-           mode: SamplingMode) -> jax.Array:
+def sample(
+    logits: jax.Array, u: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: jax.Array, mode: SamplingMode
+) -> jax.Array:
     """Draw one token per row. logits [R, V] float32, u [R] uniforms in (0, 1) -> [R] int32."""
     if mode.greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -4,6 +4,7 @@ A stop string may span several tokens or end inside one, so the check runs on
 decoded text. The completion keeps the fewest tokens whose text contains the
 stop, and its text ends with the stop string (as in the official code).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -18,8 +19,9 @@ def first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
     return end, stop
 
 
-def cut_at_stop(tokens: Sequence[int], stops: Sequence[str],
-                decode: Callable[[Sequence[int]], str]) -> tuple[int, str, str] | None:
+def cut_at_stop(
+    tokens: Sequence[int], stops: Sequence[str], decode: Callable[[Sequence[int]], str]
+) -> tuple[int, str, str] | None:
     """(tokens kept, text ending with the stop, stop) for a completion containing a stop, else None.
 
     Binary search for the shortest token prefix whose text contains a stop: the

@@ -6,6 +6,7 @@ domain tokenizer trained on the problems' reference solutions plus a randomly
 initialised small transformer, optionally given a copy warm-up
 (``rstar_jax.train.copy_warmup``) in place of the pretraining a real base had.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,21 +40,37 @@ def build_base_model(spec: BaseModelSpec, problems: Sequence, out_dir: str, seed
         else:
             tokenizer = train_domain_tokenizer(_corpus(problems), vocab_size=spec.vocab_size)
         config = ModelConfig(
-            vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-            num_layers=spec.num_layers, num_heads=spec.num_heads, num_kv_heads=spec.num_kv_heads,
-            max_position_embeddings=spec.max_position_embeddings, rope_theta=spec.rope_theta,
-            tie_word_embeddings=spec.tie_word_embeddings, dtype=spec.dtype, pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id)
+            vocab_size=len(tokenizer),
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            num_kv_heads=spec.num_kv_heads,
+            max_position_embeddings=spec.max_position_embeddings,
+            rope_theta=spec.rope_theta,
+            tie_word_embeddings=spec.tie_word_embeddings,
+            dtype=spec.dtype,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         params = init_params(config, jax.random.key(seed))
         source = "scratch"
         if spec.copy_warmup.steps:
             ordinary = np.setdiff1d(np.arange(config.vocab_size), tokenizer.all_special_ids)
-            config, params = copy_warmup((config, params), ordinary, os.path.join(out_dir, "copy_warmup"),
-                                         dataclasses.replace(spec.copy_warmup, seed=seed))
+            config, params = copy_warmup(
+                (config, params),
+                ordinary,
+                os.path.join(out_dir, "copy_warmup"),
+                dataclasses.replace(spec.copy_warmup, seed=seed),
+            )
     save_hf(config, params, out_dir)
     save_tokenizer(tokenizer, out_dir) if not spec.init else tokenizer.save_pretrained(out_dir)
-    return {"source": source, "parameters": config.num_params(), "vocab_size": config.vocab_size,
-            "copy_warmup_steps": 0 if spec.init else spec.copy_warmup.steps}
+    return {
+        "source": source,
+        "parameters": config.num_params(),
+        "vocab_size": config.vocab_size,
+        "copy_warmup_steps": 0 if spec.init else spec.copy_warmup.steps,
+    }
 
 
 def _corpus(problems: Sequence) -> list[str]:

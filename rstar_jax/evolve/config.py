@@ -1,12 +1,14 @@
 """Settings of a self-evolution run (configs/demo.yaml and friends)."""
+
 from __future__ import annotations
 
 import dataclasses
 
-from rstar_jax.train.examples import ExtractConfig
+from rstar_jax.domain.bootstrap import TIER_ERROR_RATES, tier_error_rates
 from rstar_jax.evolve.evaluate import EvalConfig
 from rstar_jax.search.config import SearchConfig
 from rstar_jax.train.config import CopyWarmupConfig, RewardConfig, SFTConfig
+from rstar_jax.train.examples import ExtractConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +73,11 @@ class EvolveConfig:
     rounds: int = 3
     domain: DomainConfig = DomainConfig()
     model: BaseModelSpec = BaseModelSpec()
-    bootstrap_error_rates: tuple[float, ...] = (0.13, 0.20, 0.26)
+    bootstrap_error_rates: tuple[float, ...] = TIER_ERROR_RATES
     bootstrap_search: SearchConfig = SearchConfig(rollouts=8, candidates=5, temperature=0.7, error_threshold=2)
-    policy_search: SearchConfig = SearchConfig(rollouts=16, candidates=8, temperature=1.0, mode="ppm",
-                                               reward="gold", error_threshold=1)
+    policy_search: SearchConfig = SearchConfig(
+        rollouts=16, candidates=8, temperature=1.0, mode="ppm", reward="gold", error_threshold=1
+    )
     policy_search_limit: int = 0
     final_extra_rollouts: int = 0
     search_shards: int = 1
@@ -92,6 +95,4 @@ class EvolveConfig:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
 
     def bootstrap_kwargs(self) -> dict:
-        from rstar_jax.domain.bootstrap import ErrorRates
-        rates = {tier: ErrorRates.split(p) for tier, p in enumerate(self.bootstrap_error_rates, start=1)}
-        return {"error_rates": rates, "seed": self.seed}
+        return {"error_rates": tier_error_rates(self.bootstrap_error_rates), "seed": self.seed}

@@ -1,4 +1,4 @@
-"""Self-evolution (DESIGN.md §1, §10): search -> extract -> train policy -> train PPM -> evaluate.
+"""Self-evolution (docs/DESIGN.md §1, §9): search -> extract -> train policy -> train PPM -> evaluate.
 
 Round 1 searches with the bootstrap proposer (terminal-guided MCTS); round r > 1
 with round r-1's policy and PPM. Each round's policy is trained again from the
@@ -6,6 +6,7 @@ base model on that round's SFT data; its PPM starts from that policy. Every
 stage is a unit of a ``WorkDir``: rerunning the same command resumes after the
 last finished unit, and a search shard resumes after its last finished batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,13 +15,26 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 
-from rstar_jax.config import save_config
+from rstar_jax.config import load_config, save_config
 from rstar_jax.data.problems import Problem, load_problems, save_problems
+from rstar_jax.domain.synthetic import make_splits
+from rstar_jax.evolve.base_model import build_base_model
 from rstar_jax.evolve.config import EvolveConfig
+from rstar_jax.evolve.evaluate import evaluate_round
+from rstar_jax.evolve.loading import round_searchers
+from rstar_jax.evolve.report import write_report
+from rstar_jax.evolve.workdir import WorkDir
+from rstar_jax.io import atomic_write_json
+from rstar_jax.sandbox import Sandbox
+from rstar_jax.search import mcts
+from rstar_jax.search.answers import solved_any
 from rstar_jax.search.config import SearchConfig
-from rstar_jax.search.records import read_records, write_records
-from rstar_jax.evolve.workdir import WorkDir, atomic_write_json
+from rstar_jax.search.expansion import SearchStats
+from rstar_jax.search.records import TreeRecord, read_records, write_records
+from rstar_jax.train.api import train_policy_folder, train_reward_folder
+from rstar_jax.train.examples import extract, read_pairs, read_sft, write_pairs, write_sft
 
 
 def log(msg: str) -> None:
@@ -36,13 +50,11 @@ def prepare_problems(cfg: EvolveConfig, wd: WorkDir) -> tuple[list[Problem], lis
                 train = load_problems(d.train_file)
                 test = load_problems(d.test_file) if d.test_file else []
             else:
-                from rstar_jax.domain.synthetic import make_splits
                 train, test = make_splits(cfg.seed, d.n_train_per_tier, d.n_test_per_tier, tuple(d.tiers))
             save_problems(train, os.path.join(tmp, "train.jsonl"))
             save_problems(test, os.path.join(tmp, "test.jsonl"))
             atomic_write_json(os.path.join(tmp, "info.json"), {"train": len(train), "test": len(test)})
-    return (load_problems(wd.path("problems", "train.jsonl")),
-            load_problems(wd.path("problems", "test.jsonl")))
+    return (load_problems(wd.path("problems", "train.jsonl")), load_problems(wd.path("problems", "test.jsonl")))
 
 
 def eval_problems(cfg: EvolveConfig, test: list[Problem]) -> list[Problem]:
@@ -55,7 +67,6 @@ def prepare_base(cfg: EvolveConfig, wd: WorkDir, train: list[Problem]) -> str:
     """The base model folder (HF format + tokenizer): from ``model.init`` or from scratch."""
     if not wd.done("base"):
         with wd.unit("base") as tmp:
-            from rstar_jax.evolve.base_model import build_base_model
             info = build_base_model(cfg.model, train, tmp, seed=cfg.seed)
             atomic_write_json(os.path.join(tmp, "info.json"), info)
         log(f"base model: {wd.info('base')}")
@@ -76,9 +87,6 @@ def round_problems(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem])
     limit = cfg.policy_search_limit
     if r == 1 or not limit or limit >= len(train):
         return train
-    from collections import Counter
-
-    from rstar_jax.train.examples import read_sft
     have = Counter(x.problem_id for x in read_sft(wd.path(f"round{r - 1}/data", "sft.jsonl")))
     tie = {p.id: hashlib.sha1(f"{cfg.seed}/{r}/{p.id}".encode()).hexdigest() for p in train}
     return sorted(train, key=lambda p: (have[p.id], tie[p.id]))[:limit]
@@ -86,7 +94,6 @@ def round_problems(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem])
 
 def search_round(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem]) -> list:
     """All shards of round r (claiming unfinished ones), then every shard's records in order."""
-    from rstar_jax.evolve.loading import round_searchers
 
     train = round_problems(cfg, wd, r, train)
     scfg = round_search_config(cfg, r)
@@ -111,8 +118,6 @@ def search_round(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem]) -
 
 
 def _search_shard(wd: WorkDir, name: str, problems, proposer, scorer, scfg: SearchConfig) -> None:
-    from rstar_jax.sandbox import Sandbox
-    from rstar_jax.search.mcts import SearchStats, run_mcts
 
     progress = wd.path(name + ".progress.jsonl")
     os.makedirs(os.path.dirname(progress), exist_ok=True)
@@ -122,7 +127,7 @@ def _search_shard(wd: WorkDir, name: str, problems, proposer, scorer, scfg: Sear
     log(f"{name}: {len(problems)} problems ({len(done)} already searched)")
     with Sandbox() as sandbox, open(progress, "a") as f:
         for i in range(0, len(todo), scfg.batch_size):
-            recs, st = run_mcts(todo[i:i + scfg.batch_size], proposer, sandbox, scfg, scorer)
+            recs, st = mcts.run_mcts(todo[i : i + scfg.batch_size], proposer, sandbox, scfg, scorer)
             stats.add(st)
             for rec in recs:  # one line per finished problem: a kill loses at most this batch
                 f.write(rec.to_json() + "\n")
@@ -136,7 +141,6 @@ def _search_shard(wd: WorkDir, name: str, problems, proposer, scorer, scfg: Sear
 
 
 def _read_progress(path: str) -> list:
-    from rstar_jax.search.records import TreeRecord
     if not os.path.exists(path):
         return []
     out = []
@@ -155,20 +159,21 @@ def extract_round(cfg: EvolveConfig, wd: WorkDir, r: int, records) -> str:
     round's data for problems this round did not cover, so the data set only grows)."""
     name = f"round{r}/data"
     if not wd.done(name):
-        from rstar_jax.train.examples import extract, read_pairs, read_sft, write_pairs, write_sft
         with wd.unit(name) as tmp:
             sft, pairs, stats = extract(records, cfg.extract)
-            solved = sum(any(n.correct for n in rec.nodes) for rec in records) / max(len(records), 1)
-            info = {**stats, "train_solved_share": solved, "new_sft_examples": len(sft)}
+            info = {**stats, "train_solved_share": solved_any(records), "new_sft_examples": len(sft)}
             if cfg.accumulate_data and r > 1:
                 prev = wd.path(f"round{r - 1}/data")
-                sft, pairs = _carry_over(sft, read_sft(os.path.join(prev, "sft.jsonl"))), \
-                    _carry_over(pairs, read_pairs(os.path.join(prev, "pairs.jsonl")))
-                info.update(sft_examples=len(sft), pair_groups=len(pairs),
-                            pairs=sum(len(g.pairs) for g in pairs))
+                sft, pairs = (
+                    _carry_over(sft, read_sft(os.path.join(prev, "sft.jsonl"))),
+                    _carry_over(pairs, read_pairs(os.path.join(prev, "pairs.jsonl"))),
+                )
+                info.update(sft_examples=len(sft), pair_groups=len(pairs), pairs=sum(len(g.pairs) for g in pairs))
             if not sft:
-                raise RuntimeError(f"round {r}: the search found no correct solution to train on "
-                                   f"({len(records)} problems); see {wd.path(f'round{r}/search')}")
+                raise RuntimeError(
+                    f"round {r}: the search found no correct solution to train on "
+                    f"({len(records)} problems); see {wd.path(f'round{r}/search')}"
+                )
             write_sft(sft, os.path.join(tmp, "sft.jsonl"))
             write_pairs(pairs, os.path.join(tmp, "pairs.jsonl"))
             atomic_write_json(os.path.join(tmp, "info.json"), info)
@@ -196,16 +201,28 @@ def _train_unit(wd: WorkDir, name: str, train_fn, data_file: str, init: str, tra
 
 def _train_policy(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, init: str) -> str:
     """Round r's policy, trained from ``init`` (the base model, or the previous round's policy)."""
-    from rstar_jax.train.api import train_policy_folder
-    return _train_unit(wd, f"round{r}/policy", train_policy_folder, os.path.join(data_dir, "sft.jsonl"), init,
-                       cfg.sft, cfg.seed * 1000 + r)
+    return _train_unit(
+        wd,
+        f"round{r}/policy",
+        train_policy_folder,
+        os.path.join(data_dir, "sft.jsonl"),
+        init,
+        cfg.sft,
+        cfg.seed * 1000 + r,
+    )
 
 
 def _train_ppm(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, policy: str) -> str:
     """Round r's PPM, initialised from round r's policy, trained on this round's pairs."""
-    from rstar_jax.train.api import train_reward_folder
-    return _train_unit(wd, f"round{r}/ppm", train_reward_folder, os.path.join(data_dir, "pairs.jsonl"), policy,
-                       cfg.ppm, cfg.seed * 1000 + r)
+    return _train_unit(
+        wd,
+        f"round{r}/ppm",
+        train_reward_folder,
+        os.path.join(data_dir, "pairs.jsonl"),
+        policy,
+        cfg.ppm,
+        cfg.seed * 1000 + r,
+    )
 
 
 def _portable(info: dict) -> dict:
@@ -216,8 +233,6 @@ def _portable(info: dict) -> dict:
 # --- the loop ------------------------------------------------------------------------------
 def run(cfg: EvolveConfig, out: str) -> dict:
     """Run (or resume) every round; returns the report."""
-    from rstar_jax.evolve.evaluate import evaluate_round
-    from rstar_jax.evolve.report import write_report
 
     wd = WorkDir(out)
     _check_config(cfg, wd)
@@ -236,9 +251,12 @@ def run(cfg: EvolveConfig, out: str) -> dict:
         if not wd.done(name):
             with wd.unit(name) as tmp:
                 metrics = evaluate_round(policy, ppm, evals, cfg.eval, tmp, seed=cfg.seed)
-                metrics.update(round=r, train_solved_share=wd.info(f"round{r}/data")["train_solved_share"],
-                               sft_examples=wd.info(f"round{r}/data").get("sft_examples"),
-                               ppm_pairs=wd.info(f"round{r}/data").get("pairs"))
+                metrics.update(
+                    round=r,
+                    train_solved_share=wd.info(f"round{r}/data")["train_solved_share"],
+                    sft_examples=wd.info(f"round{r}/data").get("sft_examples"),
+                    ppm_pairs=wd.info(f"round{r}/data").get("pairs"),
+                )
                 atomic_write_json(os.path.join(tmp, "info.json"), metrics)
             log(f"round {r} done in {time.time() - t0:.0f} s: {wd.info(name)}")
         rows.append(wd.info(name))
@@ -250,10 +268,10 @@ def _check_config(cfg: EvolveConfig, wd: WorkDir) -> None:
     """A resumed run must use the same settings, or its stages would not fit together."""
     path = wd.path("config.yaml")
     if os.path.exists(path):
-        from rstar_jax.config import load_config
         old = load_config(EvolveConfig, path)
         if dataclasses.asdict(old) != dataclasses.asdict(cfg):
-            raise ValueError(f"{wd.root} was started with a different config ({path}); "
-                             "use a new --out folder or the same settings")
+            raise ValueError(
+                f"{wd.root} was started with a different config ({path}); use a new --out folder or the same settings"
+            )
     else:
         save_config(cfg, path)

@@ -5,6 +5,7 @@ bon: best-of-N chains by the ORM score (the PPM's score of the full solution).
 sc: self-consistency, majority answer of the same N chains.  beam: step-level beam.
 N is chosen so the chains generate about as many tokens as MCTS did.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +13,7 @@ import json
 import os
 from typing import Sequence
 
+from rstar_jax.search.answers import accuracy
 from rstar_jax.search.config import SearchConfig
 
 METHODS = ("greedy", "mcts", "bon", "sc", "beam")
@@ -24,8 +26,9 @@ class EvalConfig:
     methods:      which of greedy, mcts, bon, sc, beam to run.
     beam_width:   beams kept per step (K = mcts.candidates candidates per beam)."""
 
-    mcts: SearchConfig = SearchConfig(rollouts=8, candidates=4, temperature=1.0, mode="ppm", reward="ppm",
-                                      error_threshold=1)
+    mcts: SearchConfig = SearchConfig(
+        rollouts=8, candidates=4, temperature=1.0, mode="ppm", reward="ppm", error_threshold=1
+    )
     chain_temperature: float = 1.0
     n_chains: int = 0
     max_chains: int = 64
@@ -34,13 +37,16 @@ class EvalConfig:
     top_k: int | None = None
 
 
-def accuracy(records, how: str, top_k: int | None = None) -> float:
-    from rstar_jax.search.answers import is_solved
-    return sum(is_solved(r, how, top_k) for r in records) / max(len(records), 1)
-
-
-def evaluate(proposer, scorer, problems: Sequence, cfg: EvalConfig, seed: int = 0,
-             out_dir: str | None = None, sandbox=None, progress: bool = True) -> dict:
+def evaluate(
+    proposer,
+    scorer,
+    problems: Sequence,
+    cfg: EvalConfig,
+    seed: int = 0,
+    out_dir: str | None = None,
+    sandbox=None,
+    progress: bool = True,
+) -> dict:
     """Accuracy and generated tokens per method; writes each method's records if ``out_dir``.
 
     sandbox: the executor to run steps with (default: a new ``Sandbox``), e.g. one shared
@@ -49,8 +55,7 @@ def evaluate(proposer, scorer, problems: Sequence, cfg: EvalConfig, seed: int = 
     import contextlib
 
     from rstar_jax.sandbox import Sandbox
-    from rstar_jax.search.baselines import run_beam, run_chains
-    from rstar_jax.search.mcts import run_mcts
+    from rstar_jax.search import run_beam, run_chains, run_mcts
     from rstar_jax.search.records import write_records
 
     unknown = set(cfg.methods) - set(METHODS)
@@ -62,13 +67,15 @@ def evaluate(proposer, scorer, problems: Sequence, cfg: EvalConfig, seed: int = 
     n = max(len(problems), 1)
     out: dict = {"problems": len(problems), "tokens": {}}
     with contextlib.nullcontext(sandbox) if sandbox is not None else Sandbox() as sandbox:
+
         def save(name, records):
             if out_dir:
                 write_records(os.path.join(out_dir, f"{name}.jsonl"), records)
 
         if "greedy" in cfg.methods:
-            recs, st = run_chains(problems, proposer, sandbox, base.replace(temperature=0.0), 1, None, gold=False,
-                                  progress=progress)
+            recs, st = run_chains(
+                problems, proposer, sandbox, base.replace(temperature=0.0), 1, None, gold=False, progress=progress
+            )
             out["policy_greedy_acc"], out["tokens"]["greedy"] = accuracy(recs, "best"), st.tokens / n
             save("greedy", recs)
         if "mcts" in cfg.methods:
@@ -79,8 +86,16 @@ def evaluate(proposer, scorer, problems: Sequence, cfg: EvalConfig, seed: int = 
             save("mcts", recs)
         if {"bon", "sc"} & set(cfg.methods):
             chains = cfg.n_chains or _matched_chains(out["tokens"], cfg.max_chains)
-            recs, st = run_chains(problems, proposer, sandbox, base.replace(temperature=cfg.chain_temperature),
-                                  chains, scorer if "bon" in cfg.methods else None, gold=False, progress=progress)
+            recs, st = run_chains(
+                problems,
+                proposer,
+                sandbox,
+                base.replace(temperature=cfg.chain_temperature),
+                chains,
+                scorer if "bon" in cfg.methods else None,
+                gold=False,
+                progress=progress,
+            )
             out["n_chains"] = chains
             if "bon" in cfg.methods:
                 out["bon_orm_acc"], out["tokens"]["bon"] = accuracy(recs, "best"), st.tokens / n
@@ -88,8 +103,9 @@ def evaluate(proposer, scorer, problems: Sequence, cfg: EvalConfig, seed: int = 
                 out["sc_acc"], out["tokens"]["sc"] = accuracy(recs, "majority"), st.tokens / n
             save("chains", recs)
         if "beam" in cfg.methods:
-            recs, st = run_beam(problems, proposer, sandbox, base, cfg.beam_width, scorer, gold=False,
-                                progress=progress)
+            recs, st = run_beam(
+                problems, proposer, sandbox, base, cfg.beam_width, scorer, gold=False, progress=progress
+            )
             out["beam_acc"], out["tokens"]["beam"] = accuracy(recs, "best"), st.tokens / n
             save("beam", recs)
     return out
@@ -102,8 +118,9 @@ def _matched_chains(tokens: dict, cap: int) -> int:
     return 8
 
 
-def evaluate_round(policy_dir: str, ppm_dir: str | None, problems: Sequence, cfg: EvalConfig,
-                   out_dir: str, seed: int = 0) -> dict:
+def evaluate_round(
+    policy_dir: str, ppm_dir: str | None, problems: Sequence, cfg: EvalConfig, out_dir: str, seed: int = 0
+) -> dict:
     """Load a round's checkpoints and evaluate them; metrics also go to ``out_dir/metrics.json``."""
     from rstar_jax.search.loading import load_policy, load_scorer
 

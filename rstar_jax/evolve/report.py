@@ -1,15 +1,21 @@
 """The self-evolution report: OUT/report.md, OUT/report.json, a plot and TensorBoard scalars."""
+
 from __future__ import annotations
 
 import json
 import os
 from typing import Any, Sequence
 
-from rstar_jax.evolve.workdir import atomic_write_json, atomic_write_text
+from rstar_jax.io import atomic_write_json, atomic_write_text
 
-COLUMNS = [("round", "round"), ("policy_greedy_acc", "policy greedy"), ("mcts_ppm_acc", "MCTS+PPM"),
-           ("bon_orm_acc", "best-of-N+ORM"), ("sc_acc", "self-consistency"),
-           ("train_solved_share", "train solved")]
+COLUMNS = [
+    ("round", "round"),
+    ("policy_greedy_acc", "policy greedy"),
+    ("mcts_ppm_acc", "MCTS+PPM"),
+    ("bon_orm_acc", "best-of-N+ORM"),
+    ("sc_acc", "self-consistency"),
+    ("train_solved_share", "train solved"),
+]
 
 
 def _fmt(v: Any) -> str:
@@ -33,8 +39,10 @@ def write_report(rows: Sequence[dict], out: str, cfg=None) -> None:
     atomic_write_json(os.path.join(out, "report.json"), {"rounds": rows})
     md = ["# Self-evolution report", "", markdown_table(rows), ""]
     if rows:
-        md.append(f"Evaluated on {rows[-1].get('problems')} held-out problems per round; accuracy of the "
-                  "selected answer. Budgets are generated tokens per problem.")
+        md.append(
+            f"Evaluated on {rows[-1].get('problems')} held-out problems per round; accuracy of the "
+            "selected answer. Budgets are generated tokens per problem."
+        )
     atomic_write_text(os.path.join(out, "report.md"), "\n".join(md) + "\n")
     print("\n".join(md), flush=True)
     plot_rounds(rows, os.path.join(out, "accuracy_by_round.png"))
@@ -43,6 +51,7 @@ def write_report(rows: Sequence[dict], out: str, cfg=None) -> None:
 
 def plot_rounds(rows: Sequence[dict], path: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -7,6 +7,7 @@ so nothing finished is lost or repeated. Several processes (or hosts on a
 shared filesystem) can split a round's search shards by claiming them with
 exclusive lock files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,21 +18,7 @@ import socket
 import time
 from typing import Any, Iterator
 
-
-def atomic_write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+from rstar_jax.io import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
 
 class WorkDir:

@@ -1,4 +1,5 @@
-"""Final-answer grading (DESIGN.md §8): extraction, normalisation, equivalence."""
+"""Final-answer grading (docs/DESIGN.md §7): extraction, normalisation, equivalence."""
+
 from rstar_jax.grading.equiv import is_equiv
 from rstar_jax.grading.extract import extract_answer, extract_gsm8k_gold
 from rstar_jax.grading.normalize import normalize

@@ -1,4 +1,4 @@
-"""Answer equivalence: ``is_equiv(pred, gold)`` (DESIGN.md §8).
+"""Answer equivalence: ``is_equiv(pred, gold)`` (docs/DESIGN.md §7).
 
 In order, cheapest first: exact text; normalised text (normalize.py);
 structure (matrices, unions of intervals, tuples and intervals element-wise
@@ -12,6 +12,7 @@ All sympy work runs under a time limit: SIGALRM in the main thread, a
 helper thread elsewhere (which cannot be killed: it is abandoned and finishes
 in the background). Nothing raises; a parse failure or a timeout is False.
 """
+
 from __future__ import annotations
 
 import cmath
@@ -68,6 +69,7 @@ def is_equiv(pred: str | None, gold: str | None, timeout_s: float = DEFAULT_TIME
 
 # ---------------------------------------------------------------------------- time limit
 
+
 def _with_time_limit(fn, seconds: float) -> bool:
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
         with _alarm(seconds):
@@ -96,6 +98,7 @@ def _alarm(seconds: float):
 
 
 # ---------------------------------------------------------------------------- structure
+
 
 def _split_top(s: str, sep: str = ",") -> list[str]:
     """Split on ``sep`` outside brackets and braces."""
@@ -153,8 +156,11 @@ def _equiv(a: str, b: str, percent: bool) -> bool:
     sa, sb = _structure(a), _structure(b)
     kinds = (sa[0], sb[0])
     if kinds == ("matrix", "matrix"):
-        return (len(sa[1]) == len(sb[1]) and all(len(r) == len(q) for r, q in zip(sa[1], sb[1]))
-                and _all_equiv([c for r in sa[1] for c in r], [c for r in sb[1] for c in r], percent))
+        return (
+            len(sa[1]) == len(sb[1])
+            and all(len(r) == len(q) for r, q in zip(sa[1], sb[1]))
+            and _all_equiv([c for r in sa[1] for c in r], [c for r in sb[1] for c in r], percent)
+        )
     if kinds == ("matrix", "tuple") and (len(sa[1]) == 1 or all(len(r) == 1 for r in sa[1])):
         return _all_equiv([c for r in sa[1] for c in r], sb[3], percent)  # a vector written either way
     if kinds == ("union", "union"):
@@ -185,6 +191,7 @@ def _multiset_equiv(xs: list[str], ys: list[str], percent: bool) -> bool:
 
 
 # ---------------------------------------------------------------------------- scalars
+
 
 def _scalar_equiv(a: str, b: str, percent: bool) -> bool:
     if compact(a) == compact(b):

@@ -1,4 +1,5 @@
 """Answer extraction: the last ``\\boxed{...}`` of a solution, GSM8K's ``#### 42`` gold."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,7 @@ def _braced(text: str, open_index: int) -> str | None:
         elif ch == "}" and (i == 0 or text[i - 1] != "\\"):
             depth -= 1
             if depth == 0:
-                return text[open_index + 1:i]
+                return text[open_index + 1 : i]
     return None
 
 

@@ -11,24 +11,66 @@ brackets, and identifiers that are single letters, Greek names or the
 functions below. Expressions whose evaluation could explode (huge powers or
 factorials) are refused.
 """
+
 from __future__ import annotations
 
 import math
 import re
 
 import sympy
-from sympy.parsing.sympy_parser import (factorial_notation, implicit_multiplication_application, parse_expr,
-                                        standard_transformations)
+from sympy.parsing.sympy_parser import (
+    factorial_notation,
+    implicit_multiplication_application,
+    parse_expr,
+    standard_transformations,
+)
 
 FUNCTIONS = {
-    "sin": "sin", "cos": "cos", "tan": "tan", "cot": "cot", "sec": "sec", "csc": "csc",
-    "arcsin": "asin", "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",
-    "ln": "log", "log": "log", "exp": "exp",
+    "sin": "sin",
+    "cos": "cos",
+    "tan": "tan",
+    "cot": "cot",
+    "sec": "sec",
+    "csc": "csc",
+    "arcsin": "asin",
+    "arccos": "acos",
+    "arctan": "atan",
+    "sinh": "sinh",
+    "cosh": "cosh",
+    "tanh": "tanh",
+    "ln": "log",
+    "log": "log",
+    "exp": "exp",
 }
 # Greek letters become symbols of these names ("lambda" is a Python keyword: sympy spells it "lamda").
-GREEK = {name: name for name in ("alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
-                                 "vartheta", "iota", "kappa", "mu", "nu", "xi", "rho", "sigma", "tau", "phi",
-                                 "varphi", "chi", "psi", "omega")} | {"lambda": "lamda"}
+GREEK = {
+    name: name
+    for name in (
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "varepsilon",
+        "zeta",
+        "eta",
+        "theta",
+        "vartheta",
+        "iota",
+        "kappa",
+        "mu",
+        "nu",
+        "xi",
+        "rho",
+        "sigma",
+        "tau",
+        "phi",
+        "varphi",
+        "chi",
+        "psi",
+        "omega",
+    )
+} | {"lambda": "lamda"}
 _OPERATORS = {"cdot": "*", "times": "*", "div": "/", "ast": "*"}
 _CONSTANTS = {"pi": "pi", "infty": "oo"}
 _NAMES = frozenset(FUNCTIONS.values()) | {"sqrt", "binomial", "pi", "oo", "E", "I"}
@@ -36,8 +78,8 @@ _GREEK_SYMBOLS = frozenset(GREEK.values())
 _TRANSFORMS = standard_transformations + (implicit_multiplication_application, factorial_notation)
 _SAFE_CHARS = re.compile(r"[0-9A-Za-z+\-*/().,! ]*")
 MAX_CHARS = 400
-MAX_EXPONENT = 10_000   # largest exponent or factorial argument evaluated
-MAX_DIGITS = 20_000     # largest number (in decimal digits) a power may produce
+MAX_EXPONENT = 10_000  # largest exponent or factorial argument evaluated
+MAX_DIGITS = 20_000  # largest number (in decimal digits) a power may produce
 
 
 class Unsupported(ValueError):
@@ -55,7 +97,7 @@ def _group(s: str, i: int) -> tuple[str, int]:
         for j in range(i, len(s)):
             depth += {"{": 1, "}": -1}.get(s[j], 0)
             if depth == 0:
-                return s[i + 1:j], j + 1
+                return s[i + 1 : j], j + 1
         raise Unsupported("unbalanced braces")
     if s[i] == "\\":
         m = re.match(r"\\[a-zA-Z]+", s[i:])
@@ -81,7 +123,7 @@ def to_python(s: str) -> str:
             elif name == "sqrt":
                 if i < len(s) and s[i] == "[":
                     j = s.index("]", i)
-                    index, i = s[i + 1:j], j + 1
+                    index, i = s[i + 1 : j], j + 1
                     arg, i = _group(s, i)
                     out.append(f"(({to_python(arg)})**(1/({to_python(index)})))")
                 else:
@@ -118,11 +160,13 @@ def to_python(s: str) -> str:
 
 def _identifiers(py: str) -> str:
     """Split unknown letter runs into single-letter products; map e -> E, i -> I."""
+
     def repl(m: re.Match) -> str:
         word = m.group(0)
         if word in _NAMES or word in _GREEK_SYMBOLS:
             return word
         return "*".join({"e": "E", "i": "I"}.get(c, c) for c in word)
+
     return re.sub(r"[A-Za-z]+", repl, py)
 
 
@@ -133,7 +177,8 @@ def _check_size(expr: sympy.Basic) -> None:
         if isinstance(node, sympy.Integer) and abs(int(node)).bit_length() > MAX_DIGITS * 4:
             raise Unsupported("number too large")
         if isinstance(node, (sympy.factorial, sympy.binomial)) and any(
-                a.is_number and abs(complex(sympy.N(a))) > MAX_EXPONENT for a in node.args):
+            a.is_number and abs(complex(sympy.N(a))) > MAX_EXPONENT for a in node.args
+        ):
             raise Unsupported("factorial too large")
         if isinstance(node, sympy.Pow) and node.exp.is_number and node.base.is_number:
             e, b = abs(complex(sympy.N(node.exp))), abs(complex(sympy.N(node.base)))

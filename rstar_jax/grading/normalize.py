@@ -8,6 +8,7 @@ separators, no trailing ``.0``, no ``x =`` prefix, ``(E)`` -> ``E``.
 Percent signs are reported separately (``had_percent``) because ``10\\%``
 and ``0.1`` are the same answer but ``10`` and ``0.1`` are not.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,12 +19,56 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|°|\\degree|\^\{\\text\{o
 _TEXT_CMD = r"\\(?:text|textbf|textit|textrm|mbox|mathrm|mathbf|mathit|operatorname)"
 _UNIT_TEXT = re.compile(r"(?<=[\d}.)])\s*" + _TEXT_CMD + r"\{\s*[a-zA-Z][a-zA-Z .]*\}(?:\s*\^\s*\{?\d\}?)?")
 _TEXT = re.compile(_TEXT_CMD + r"\s*\{([^{}]*)\}")
-_UNITS = ("units", "unit", "square units", "sq units", "cm", "centimeters", "m", "meters", "km", "mm", "inches",
-          "inch", "in", "feet", "foot", "ft", "yards", "miles", "mph", "dollars", "dollar", "cents", "degrees",
-          "hours", "hour", "minutes", "minute", "seconds", "second", "days", "day", "weeks", "years", "pounds",
-          "lbs", "ounces", "oz", "grams", "g", "kg", "liters", "people", "students", "apples", "cups")
-_UNIT_WORDS = re.compile(r"(?<=\d)\s+(?:" + "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True))
-                         + r")(?:\s*\^\s*\{?\d\}?)?$")
+_UNITS = (
+    "units",
+    "unit",
+    "square units",
+    "sq units",
+    "cm",
+    "centimeters",
+    "m",
+    "meters",
+    "km",
+    "mm",
+    "inches",
+    "inch",
+    "in",
+    "feet",
+    "foot",
+    "ft",
+    "yards",
+    "miles",
+    "mph",
+    "dollars",
+    "dollar",
+    "cents",
+    "degrees",
+    "hours",
+    "hour",
+    "minutes",
+    "minute",
+    "seconds",
+    "second",
+    "days",
+    "day",
+    "weeks",
+    "years",
+    "pounds",
+    "lbs",
+    "ounces",
+    "oz",
+    "grams",
+    "g",
+    "kg",
+    "liters",
+    "people",
+    "students",
+    "apples",
+    "cups",
+)
+_UNIT_WORDS = re.compile(
+    r"(?<=\d)\s+(?:" + "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True)) + r")(?:\s*\^\s*\{?\d\}?)?$"
+)
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _VAR_PREFIX = re.compile(r"^\s*(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*=\s*(?=[^=]+$)")
 _CHOICE = re.compile(r"^\(?([A-E])\)?$|^\(([a-e])\)$")
@@ -37,7 +82,7 @@ def _fix_fracs(s: str) -> str:
         if j < 0:
             out.append(s[i:])
             return "".join(out)
-        out.append(s[i:j + 5])
+        out.append(s[i : j + 5])
         i = j + 5
         for _ in range(2):
             while i < len(s) and s[i] == " ":
@@ -83,14 +128,14 @@ def normalize(answer: str, strip_assignment: bool = True) -> str:
     s = _fix_sqrt(_fix_fracs(s))
     if _THOUSANDS.match(s.replace(" ", "")):
         s = s.replace(",", "").replace(" ", "")
-    s = re.sub(r"(?<![\d.])\.(\d)", r"0.\1", s)           # .5 -> 0.5
+    s = re.sub(r"(?<![\d.])\.(\d)", r"0.\1", s)  # .5 -> 0.5
     # (?<![\d.]) anchors each match at the start of a number: linear time on long digit runs
     s = re.sub(r"(?<![\d.])(\d+\.\d*?[1-9])0+(?!\d)", r"\1", s)  # 2.50 -> 2.5
-    s = re.sub(r"(?<![\d.])(\d+)\.0+(?!\d)", r"\1", s)           # 3.0 -> 3
+    s = re.sub(r"(?<![\d.])(\d+)\.0+(?!\d)", r"\1", s)  # 3.0 -> 3
     m = _CHOICE.match(s)
     if m:
         s = (m.group(1) or m.group(2)).upper()
-    if re.fullmatch(r"[A-Za-z ]+", s) and len(s) > 1:      # a word answer: "Even" == "even"
+    if re.fullmatch(r"[A-Za-z ]+", s) and len(s) > 1:  # a word answer: "Even" == "even"
         s = s.lower()
     return s
 

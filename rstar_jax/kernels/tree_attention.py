@@ -15,14 +15,16 @@ Shapes (one decode token per row, grouped-query attention with H = Hkv * Gq):
 A row with no valid slot at all (a padding row) gets zeros. Scores and the merge are
 float32 whatever the input dtype; the output has q's dtype.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
 
-def partial_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
-                      scale: float) -> tuple[jax.Array, jax.Array]:
+def partial_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float
+) -> tuple[jax.Array, jax.Array]:
     """Softmax attention over one part of the keys, normalised within that part.
 
     q [..., Hkv, Gq, D]; k, v [..., S, Hkv, D]; mask [..., S] bool.
@@ -40,8 +42,7 @@ def partial_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     return o, jnp.log(denom) + m[..., 0]
 
 
-def merge_partials(o1: jax.Array, lse1: jax.Array, o2: jax.Array,
-                   lse2: jax.Array) -> tuple[jax.Array, jax.Array]:
+def merge_partials(o1: jax.Array, lse1: jax.Array, o2: jax.Array, lse2: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Exact merge of two partial attentions over disjoint key sets (shapes as returned
     by ``partial_attention``); two empty parts give o = 0, lse = -inf."""
     m = jnp.maximum(lse1, lse2)
@@ -52,18 +53,27 @@ def merge_partials(o1: jax.Array, lse1: jax.Array, o2: jax.Array,
     return o, jnp.log(total) + m
 
 
-def cascade_attention(q: jax.Array, prefix_k: jax.Array, prefix_v: jax.Array, prefix_len: jax.Array,
-                      suffix_k: jax.Array, suffix_v: jax.Array, suffix_len: jax.Array) -> jax.Array:
+def cascade_attention(
+    q: jax.Array,
+    prefix_k: jax.Array,
+    prefix_v: jax.Array,
+    prefix_len: jax.Array,
+    suffix_k: jax.Array,
+    suffix_v: jax.Array,
+    suffix_len: jax.Array,
+) -> jax.Array:
     """Decode attention of grouped rows over a shared prefix plus per-row suffixes (module
     docstring for shapes). Returns [G, R, H, D] in q's dtype."""
     g, r, h, d = q.shape
     hkv = prefix_k.shape[2]
     if h % hkv or prefix_k.shape != prefix_v.shape or suffix_k.shape != suffix_v.shape:
-        raise ValueError(f"bad shapes: q {q.shape}, prefix {prefix_k.shape}/{prefix_v.shape}, "
-                         f"suffix {suffix_k.shape}/{suffix_v.shape}")
+        raise ValueError(
+            f"bad shapes: q {q.shape}, prefix {prefix_k.shape}/{prefix_v.shape}, "
+            f"suffix {suffix_k.shape}/{suffix_v.shape}"
+        )
     if suffix_k.shape[:2] != (g, r) or prefix_k.shape[0] != g:
         raise ValueError(f"groups/rows differ: q {q.shape}, prefix {prefix_k.shape}, suffix {suffix_k.shape}")
-    scale = d ** -0.5
+    scale = d**-0.5
     qg = q.reshape(g, r, hkv, h // hkv, d)
     # prefix: the rows of a group are one query block against the group's keys
     pmask = jnp.arange(prefix_k.shape[1])[None, :] < prefix_len[:, None]  # [G, P]

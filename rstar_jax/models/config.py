@@ -1,4 +1,5 @@
 """Model configuration: one dataclass for the Qwen2/Qwen2.5 and Llama families."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,18 +48,18 @@ class ModelConfig:
         return dataclasses.replace(self, **kw)
 
     def num_params(self) -> int:
-        d, f, v, l = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
+        d, f, v, layers = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         attn = d * q + 2 * d * kv + q * d + (q + 2 * kv if self.attention_bias else 0)
         layer = attn + 3 * d * f + 2 * d
         head = 0 if self.tie_word_embeddings else d * v
-        return v * d + l * layer + d + head + ((d + 1) if self.value_head else 0)
+        return v * d + layers * layer + d + head + ((d + 1) if self.value_head else 0)
 
     def matmul_params(self) -> int:
         """Weights used in matmuls per token (embedding lookup excluded): 2x this = forward FLOPs/token."""
-        d, f, v, l = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
+        d, f, v, layers = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        return l * (2 * d * q + 2 * d * kv + 3 * d * f) + d * v
+        return layers * (2 * d * q + 2 * d * kv + 3 * d * f) + d * v
 
     # --- Hugging Face config.json -------------------------------------------------
     @classmethod
@@ -69,17 +70,23 @@ class ModelConfig:
         try:
             heads = d["num_attention_heads"]
             return cls(
-                vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
-                intermediate_size=d["intermediate_size"], num_layers=d["num_hidden_layers"],
-                num_heads=heads, num_kv_heads=d.get("num_key_value_heads") or heads,
+                vocab_size=d["vocab_size"],
+                hidden_size=d["hidden_size"],
+                intermediate_size=d["intermediate_size"],
+                num_layers=d["num_hidden_layers"],
+                num_heads=heads,
+                num_kv_heads=d.get("num_key_value_heads") or heads,
                 head_dim=d.get("head_dim") or d["hidden_size"] // heads,
                 rope_theta=float(d.get("rope_theta", (d.get("rope_parameters") or {}).get("rope_theta", 10000.0))),
                 rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
                 max_position_embeddings=d.get("max_position_embeddings", 2048),
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
                 attention_bias=True if mt == "qwen2" else bool(d.get("attention_bias", False)),
-                model_type=mt, dtype=dtype, value_head=bool(d.get("rstar_value_head", False)),
-                bos_token_id=_first(d.get("bos_token_id")), eos_token_id=_first(d.get("eos_token_id")),
+                model_type=mt,
+                dtype=dtype,
+                value_head=bool(d.get("rstar_value_head", False)),
+                bos_token_id=_first(d.get("bos_token_id")),
+                eos_token_id=_first(d.get("eos_token_id")),
                 pad_token_id=_first(d.get("pad_token_id")),
             )
         except KeyError as e:
@@ -89,14 +96,22 @@ class ModelConfig:
         d = {
             "model_type": self.model_type,
             "architectures": ["Qwen2ForCausalLM" if self.model_type == "qwen2" else "LlamaForCausalLM"],
-            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_layers,
-            "num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
-            "head_dim": self.head_dim, "rope_theta": self.rope_theta, "rms_norm_eps": self.rms_norm_eps,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.rms_norm_eps,
             "max_position_embeddings": self.max_position_embeddings,
-            "tie_word_embeddings": self.tie_word_embeddings, "hidden_act": "silu",
-            "torch_dtype": self.dtype, "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_id, "pad_token_id": self.pad_token_id,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "hidden_act": "silu",
+            "torch_dtype": self.dtype,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
             "rstar_value_head": self.value_head,
         }
         if self.model_type == "llama":

@@ -5,6 +5,7 @@ One regex key map serves both directions. PyTorch ``Linear`` weights are
 as raw bytes with ml_dtypes so bfloat16 checkpoints load without torch.
 A PPM's value head is stored in the same file as ``value_head.weight/bias``.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,17 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from rstar_jax.io import atomic_open, atomic_write_text
 from rstar_jax.models.config import ModelConfig
 
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
-              "I64": np.int64, "I32": np.int32}
+_ST_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+}
 _ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 
 # (HF name template, our param path template, transpose?); {i} is a layer, {p} a projection.
@@ -87,7 +95,7 @@ def iter_safetensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
         if info["dtype"] not in _ST_DTYPES:
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
         a, b = info["data_offsets"]
-        yield name, raw[start + a:start + b].view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
+        yield name, raw[start + a : start + b].view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
 
 
 def write_safetensors(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
@@ -95,19 +103,20 @@ def write_safetensors(path: str, tensors: dict[str, np.ndarray], metadata: dict[
     offset, blobs = 0, []
     for name, arr in tensors.items():
         arr = np.ascontiguousarray(arr)
-        header[name] = {"dtype": _ST_NAMES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
+        header[name] = {
+            "dtype": _ST_NAMES[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
         offset += arr.nbytes
         blobs.append(arr)
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(len(h).to_bytes(8, "little"))
         f.write(h)
         for arr in blobs:
             f.write(arr.tobytes())
-    os.replace(tmp, path)
 
 
 def _weight_files(folder: str) -> list[str]:
@@ -127,9 +136,9 @@ def _weight_files(folder: str) -> list[str]:
 
 def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     from rstar_jax.models.transformer import init_params
+
     shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-    return {"/".join(str(k.key) for k in p): tuple(s.shape)
-            for p, s in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+    return {"/".join(str(k.key) for k in p): tuple(s.shape) for p, s in jax.tree_util.tree_flatten_with_path(shapes)[0]}
 
 
 def _set(tree: dict, path: str, value) -> None:
@@ -139,8 +148,9 @@ def _set(tree: dict, path: str, value) -> None:
     tree[leaf] = value
 
 
-def load_hf(path: str, dtype: str = "float32",
-            place: Callable[[str, np.ndarray], jax.Array] | None = None) -> tuple[ModelConfig, dict]:
+def load_hf(
+    path: str, dtype: str = "float32", place: Callable[[str, np.ndarray], jax.Array] | None = None
+) -> tuple[ModelConfig, dict]:
     """Read a local HF folder into ``(config, params)``.
 
     ``place(param_path, array)`` puts each tensor on its device/sharding as it is
@@ -167,8 +177,9 @@ def load_hf(path: str, dtype: str = "float32",
                 raise CheckpointError(f"{file}: tensor {name!r} does not belong to this config")
             arr = arr.T if transpose else arr
             if tuple(arr.shape) != expected[ours]:
-                raise CheckpointError(f"{file}: tensor {name!r} has shape {tuple(arr.shape)}, "
-                                      f"expected {expected[ours]}")
+                raise CheckpointError(
+                    f"{file}: tensor {name!r} has shape {tuple(arr.shape)}, expected {expected[ours]}"
+                )
             keep = np.float32 if ours.startswith("value_head") else np_dtype
             _set(params, ours, place(ours, np.asarray(arr, dtype=keep)))
     flat = {"/".join(str(k.key) for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
@@ -189,8 +200,6 @@ def save_hf(config: ModelConfig, params: dict, path: str, tokenizer=None) -> Non
         tensors[name] = arr.T if transpose else arr
     write_safetensors(os.path.join(path, "model.safetensors"), tensors)
     cfg = config.to_hf_dict()
-    with open(os.path.join(path, "config.json.tmp"), "w") as f:
-        json.dump(cfg, f, indent=2)
-    os.replace(os.path.join(path, "config.json.tmp"), os.path.join(path, "config.json"))
+    atomic_write_text(os.path.join(path, "config.json"), json.dumps(cfg, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(path)

@@ -3,6 +3,7 @@
 This is the native format for training and resharding: orbax restores each
 array directly onto a target sharding. HF folders (hf_io) are for exchange.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,7 @@ def load_orbax(path: str, dtype: str = "float32", shardings=None) -> tuple[Model
         raise FileNotFoundError(f"{path} is not an orbax model folder (no params/)")
     config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype)
     from rstar_jax.models.transformer import init_params
+
     abstract = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
     if shardings is not None:
         abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)

@@ -5,6 +5,7 @@ params and optimizer state), ``tensor`` (Megatron-style model parallel).
 A dimension that does not divide evenly by its mesh axes is replicated, so tiny
 test models shard on any mesh.
 """
+
 from __future__ import annotations
 
 import re
@@ -12,7 +13,8 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -49,7 +51,7 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
     """A (data, fsdp, tensor) mesh; ``data=-1`` takes every device left over.
 
     Built from ``Mesh`` directly so axes are Auto: the compiler propagates
-    shardings through plain jitted code (DESIGN.md §13).
+    shardings through plain jitted code (docs/DESIGN.md §11).
     """
     devices = list(devices if devices is not None else jax.devices())
     if data == -1:
@@ -70,8 +72,12 @@ def logical_axes(path: str, ndim: int) -> tuple[str | None, ...]:
     raise KeyError(f"no logical axes for parameter {path!r}")
 
 
-def spec_for(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
-             rules: dict[str, tuple[str, ...] | None] = DEFAULT_RULES) -> P:
+def spec_for(
+    logical: Sequence[str | None],
+    shape: Sequence[int],
+    mesh: Mesh,
+    rules: dict[str, tuple[str, ...] | None] = DEFAULT_RULES,
+) -> P:
     """PartitionSpec for logical axes; replicate dims the mesh does not divide."""
     out = []
     for name, size in zip(logical, shape):
@@ -91,8 +97,8 @@ def _path_str(path) -> str:
 def param_shardings(params: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
     """A pytree of NamedSharding matching ``params`` (arrays or ShapeDtypeStructs)."""
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: NamedSharding(mesh, spec_for(logical_axes(_path_str(p), x.ndim), x.shape, mesh, rules)),
-        params)
+        lambda p, x: NamedSharding(mesh, spec_for(logical_axes(_path_str(p), x.ndim), x.shape, mesh, rules)), params
+    )
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2, rules=DEFAULT_RULES) -> NamedSharding:

@@ -6,6 +6,7 @@ official code adds them as special tokens so each marker is one id and a stop
 check is a single comparison. New rows start at the mean of the existing
 embeddings (a common choice that keeps initial logits for them unremarkable).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ def add_step_tokens(tokenizer, config: ModelConfig, params: dict) -> tuple[objec
     """
     missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
     if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing},
-                                     replace_extra_special_tokens=False)
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
     return (tokenizer,) + resize_vocab(config, params, max(config.vocab_size, len(tokenizer)))
 
 
@@ -40,12 +40,16 @@ def resize_vocab(config: ModelConfig, params: dict, vocab_size: int) -> tuple[Mo
         return config, params
     params = dict(params)
     emb = params["embed"]["embedding"]
-    params["embed"] = {"embedding": jnp.concatenate(
-        [emb, jnp.broadcast_to(emb.mean(0, keepdims=True), (extra, emb.shape[1]))], axis=0)}
+    params["embed"] = {
+        "embedding": jnp.concatenate([emb, jnp.broadcast_to(emb.mean(0, keepdims=True), (extra, emb.shape[1]))], axis=0)
+    }
     if not config.tie_word_embeddings:
         head = params["lm_head"]["kernel"]
-        params["lm_head"] = {"kernel": jnp.concatenate(
-            [head, jnp.broadcast_to(head.mean(1, keepdims=True), (head.shape[0], extra))], axis=1)}
+        params["lm_head"] = {
+            "kernel": jnp.concatenate(
+                [head, jnp.broadcast_to(head.mean(1, keepdims=True), (head.shape[0], extra))], axis=1
+            )
+        }
     return config.replace(vocab_size=vocab_size), params
 
 
@@ -58,7 +62,9 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     if not (path / "tokenizer.json").exists() and not config_file.exists():
         raise FileNotFoundError(f"{path} is not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
     config = json.loads(config_file.read_text()) if config_file.exists() else {}
-    if config.get("tokenizer_class") in (None, "PreTrainedTokenizerFast", "TokenizersBackend") \
-            and (path / "tokenizer.json").exists():
+    if (
+        config.get("tokenizer_class") in (None, "PreTrainedTokenizerFast", "TokenizersBackend")
+        and (path / "tokenizer.json").exists()
+    ):
         return PreTrainedTokenizerFast.from_pretrained(str(path))
     return AutoTokenizer.from_pretrained(str(path))

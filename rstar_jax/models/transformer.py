@@ -4,9 +4,9 @@ Public functions are pure in ``(config, params, ...)``; Flax only structures the
 parameters. Shapes: B batch, T new tokens, S cache slots, D hidden, H query
 heads, G = H // Hkv query heads per KV head, Dh head dim, V vocab, L layers.
 """
+
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -61,8 +61,7 @@ def init_cache(config: ModelConfig, batch: int, capacity: int) -> KVCache:
     kh, dh, dt = config.num_kv_heads, config.head_dim, jnp.dtype(config.dtype)
     k = tuple(jnp.zeros((batch, kh, dh, capacity), dt) for _ in range(config.num_layers))
     v = tuple(jnp.zeros((batch, kh, capacity, dh), dt) for _ in range(config.num_layers))
-    return KVCache(k, v, jnp.zeros((batch, capacity), bool),
-                   jnp.zeros((batch,), jnp.int32), jnp.zeros((), jnp.int32))
+    return KVCache(k, v, jnp.zeros((batch, capacity), bool), jnp.zeros((batch,), jnp.int32), jnp.zeros((), jnp.int32))
 
 
 def branch_cache(config: ModelConfig, prompts: KVCache, rows: int, capacity: int) -> KVCache:
@@ -70,7 +69,8 @@ def branch_cache(config: ModelConfig, prompts: KVCache, rows: int, capacity: int
     ``prompts`` (row r continues prompt r // (rows / Bp)), whose KV they read as a SharedPrefix."""
     n = rows // prompts.mask.shape[0]
     return init_cache(config, rows, capacity).replace(
-        pos=jnp.repeat(prompts.pos, n), shared=SharedPrefix(prompts.k, prompts.v, prompts.mask))
+        pos=jnp.repeat(prompts.pos, n), shared=SharedPrefix(prompts.k, prompts.v, prompts.mask)
+    )
 
 
 def rope_tables(positions: jax.Array, dh: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -116,8 +116,9 @@ class _Dense(nn.Dense):
 
 
 def _dense(features, use_bias, dtype, name):
-    return _Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=dtype, name=name,
-                  kernel_init=nn.initializers.normal(0.02))
+    return _Dense(
+        features, use_bias=use_bias, dtype=dtype, param_dtype=dtype, name=name, kernel_init=nn.initializers.normal(0.02)
+    )
 
 
 ATTN_BLOCK = 64  # query rows per block of the no-cache (training/scoring) attention
@@ -189,15 +190,20 @@ class Attention(nn.Module):
         v = v.reshape(b, t, c.num_kv_heads, c.head_dim)
         g = c.num_heads // c.num_kv_heads
         q = q.reshape(b, t, c.num_kv_heads, g, c.head_dim)
-        scale = c.head_dim ** -0.5
+        scale = c.head_dim**-0.5
         if cache_kv is None:
             return _dense(c.hidden_size, False, dt, "o_proj")(
-                _causal_attend(q, k, v, kv_mask, scale, dt).reshape(b, t, c.num_heads * c.head_dim)), None
+                _causal_attend(q, k, v, kv_mask, scale, dt).reshape(b, t, c.num_heads * c.head_dim)
+            ), None
         # write this block into the cache, then attend over the shared prefix and every slot
-        new_kv = (jax.lax.dynamic_update_slice(cache_kv[0], k.transpose(0, 2, 3, 1).astype(cache_kv[0].dtype),
-                                               (0, 0, 0, write_index)),
-                  jax.lax.dynamic_update_slice(cache_kv[1], v.transpose(0, 2, 1, 3).astype(cache_kv[1].dtype),
-                                               (0, 0, write_index, 0)))
+        new_kv = (
+            jax.lax.dynamic_update_slice(
+                cache_kv[0], k.transpose(0, 2, 3, 1).astype(cache_kv[0].dtype), (0, 0, 0, write_index)
+            ),
+            jax.lax.dynamic_update_slice(
+                cache_kv[1], v.transpose(0, 2, 1, 3).astype(cache_kv[1].dtype), (0, 0, write_index, 0)
+            ),
+        )
         # the T queries of a KV head as one axis: with a separate T=1 axis XLA:CPU's decode
         # step ran 2x slower (the batched dots of a [B,Hkv] grid got strided operands)
         q = q.transpose(0, 2, 1, 3, 4).reshape(b, c.num_kv_heads, t * g, c.head_dim)
@@ -223,8 +229,9 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, rope_cs, kv_mask, cache_kv, write_index):
         c, dt = self.config, jnp.dtype(self.config.dtype)
-        h, new_kv = Attention(c, name="attn")(RMSNorm(c.rms_norm_eps, dt, name="input_norm")(x),
-                                              rope_cs, kv_mask, cache_kv, write_index)
+        h, new_kv = Attention(c, name="attn")(
+            RMSNorm(c.rms_norm_eps, dt, name="input_norm")(x), rope_cs, kv_mask, cache_kv, write_index
+        )
         x = x + h
         return x + MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, dt, name="post_norm")(x)), new_kv
 
@@ -236,15 +243,21 @@ class Transformer(nn.Module):
 
     def setup(self):
         c, dt = self.config, jnp.dtype(self.config.dtype)
-        self.embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=dt, param_dtype=dt,
-                              embedding_init=nn.initializers.normal(0.02))
+        self.embed = nn.Embed(
+            c.vocab_size, c.hidden_size, dtype=dt, param_dtype=dt, embedding_init=nn.initializers.normal(0.02)
+        )
         self.layers = [Block(c, name=f"layers_{i}") for i in range(c.num_layers)]
         self.final_norm = RMSNorm(c.rms_norm_eps, dt)
         if not c.tie_word_embeddings:
             self.lm_head = _dense(c.vocab_size, False, dt, "lm_head")
         if c.value_head:
-            self.value_head = nn.Dense(1, dtype=jnp.float32, param_dtype=jnp.float32,
-                                       kernel_init=nn.initializers.normal(0.02), name="value_head")
+            self.value_head = nn.Dense(
+                1,
+                dtype=jnp.float32,
+                param_dtype=jnp.float32,
+                kernel_init=nn.initializers.normal(0.02),
+                name="value_head",
+            )
 
     def __call__(self, input_ids, positions, kv_mask, cache_kv, write_index):
         x = self.embed(input_ids)
@@ -254,8 +267,11 @@ class Transformer(nn.Module):
             layer_kv = None
             if cache_kv is not None:
                 shared = cache_kv[2]
-                layer_kv = (cache_kv[0][i], cache_kv[1][i],
-                            None if shared is None else (shared.k[i], shared.v[i], shared.mask))
+                layer_kv = (
+                    cache_kv[0][i],
+                    cache_kv[1][i],
+                    None if shared is None else (shared.k[i], shared.v[i], shared.mask),
+                )
             x, kv = layer(x, rope_cs, kv_mask, layer_kv, write_index)
             new_kv.append(kv)
         if cache_kv is not None:
@@ -284,8 +300,10 @@ def init_params(config: ModelConfig, rng: jax.Array) -> Params:
     if not config.tie_word_embeddings:
         params["lm_head"] = {"kernel": (0.02 * jax.random.normal(keys[0], (d, config.vocab_size))).astype(dt)}
     if config.value_head:
-        params["value_head"] = {"kernel": 0.02 * jax.random.normal(keys[1], (d, 1), jnp.float32),
-                                "bias": jnp.zeros((1,), jnp.float32)}
+        params["value_head"] = {
+            "kernel": 0.02 * jax.random.normal(keys[1], (d, 1), jnp.float32),
+            "bias": jnp.zeros((1,), jnp.float32),
+        }
     return params
 
 
@@ -300,9 +318,14 @@ def _full_mask(attention_mask: jax.Array) -> jax.Array:
     return causal[None] & attention_mask.astype(bool)[:, None, :]
 
 
-def hidden_states(config: ModelConfig, params: Params, input_ids: jax.Array,
-                  attention_mask: jax.Array | None = None, positions: jax.Array | None = None,
-                  attn_mask: jax.Array | None = None) -> jax.Array:
+def hidden_states(
+    config: ModelConfig,
+    params: Params,
+    input_ids: jax.Array,
+    attention_mask: jax.Array | None = None,
+    positions: jax.Array | None = None,
+    attn_mask: jax.Array | None = None,
+) -> jax.Array:
     """Full (no-cache) forward: final-normed hidden states [B, T, D].
 
     ``attn_mask`` [B, T, T] bool (query, key) replaces the causal + padding mask, e.g. a
@@ -323,8 +346,13 @@ def project(config: ModelConfig, params: Params, h: jax.Array) -> jax.Array:
     return Transformer(config).apply({"params": params}, h, method=Transformer.project).astype(jnp.float32)
 
 
-def logits(config: ModelConfig, params: Params, input_ids: jax.Array,
-           attention_mask: jax.Array | None = None, positions: jax.Array | None = None) -> jax.Array:
+def logits(
+    config: ModelConfig,
+    params: Params,
+    input_ids: jax.Array,
+    attention_mask: jax.Array | None = None,
+    positions: jax.Array | None = None,
+) -> jax.Array:
     """Full forward: logits [B, T, V] float32. Left padding is handled by the mask."""
     return project(config, params, hidden_states(config, params, input_ids, attention_mask, positions))
 
@@ -335,16 +363,18 @@ def last_token_index(attention_mask: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(attention_mask.astype(bool), jnp.arange(t), 0), axis=1)
 
 
-def ppm_scores(config: ModelConfig, params: Params, input_ids: jax.Array,
-               attention_mask: jax.Array | None = None) -> jax.Array:
+def ppm_scores(
+    config: ModelConfig, params: Params, input_ids: jax.Array, attention_mask: jax.Array | None = None
+) -> jax.Array:
     """PPM raw scores [B] float32: the value head on the last non-pad token's hidden state."""
     if "value_head" not in params:
         raise ValueError("params have no value_head: build a PPM with rstar_jax.models.init_value_head")
     if attention_mask is None:
         attention_mask = jnp.ones(input_ids.shape, jnp.int32)
     h = hidden_states(config.replace(value_head=True), params, input_ids, attention_mask)
-    return value_head(config, params, jnp.take_along_axis(h, last_token_index(attention_mask)[:, None, None],
-                                                           axis=1)[:, 0])
+    return value_head(
+        config, params, jnp.take_along_axis(h, last_token_index(attention_mask)[:, None, None], axis=1)[:, 0]
+    )
 
 
 def value_head(config: ModelConfig, params: Params, h: jax.Array) -> jax.Array:
@@ -355,13 +385,16 @@ def value_head(config: ModelConfig, params: Params, h: jax.Array) -> jax.Array:
 def init_value_head(config: ModelConfig, params: Params, rng: jax.Array) -> tuple[ModelConfig, Params]:
     """Turn a policy into a PPM: same backbone, a fresh float32 linear value head."""
     new = dict(params)
-    new["value_head"] = {"kernel": 0.02 * jax.random.normal(rng, (config.hidden_size, 1), jnp.float32),
-                         "bias": jnp.zeros((1,), jnp.float32)}
+    new["value_head"] = {
+        "kernel": 0.02 * jax.random.normal(rng, (config.hidden_size, 1), jnp.float32),
+        "bias": jnp.zeros((1,), jnp.float32),
+    }
     return config.replace(value_head=True), new
 
 
-def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array, cache: KVCache,
-                   attention_mask: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
+def forward_cached(
+    config: ModelConfig, params: Params, input_ids: jax.Array, cache: KVCache, attention_mask: jax.Array | None = None
+) -> tuple[jax.Array, KVCache]:
     """Append T tokens to the cache and return their hidden states [B, T, D].
 
     Prefill is this with the whole (left-padded) prompt; decode is this with T=1.
@@ -377,12 +410,9 @@ def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array, ca
     new_mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, attention_mask, cache.index, axis=1)
     causal = jnp.arange(cache.capacity)[None, :] <= slots[:, None]  # [T, S]
     kv_mask = causal[None] & new_mask[:, None, :]
-    h, (k, v) = Transformer(config).apply({"params": params}, input_ids, positions, kv_mask,
-                                          (cache.k, cache.v, cache.shared), cache.index)
-    return h, KVCache(k, v, new_mask, cache.pos + attention_mask.sum(1).astype(jnp.int32),
-                      cache.index + t, cache.shared)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def jit_logits(config, params, input_ids, attention_mask=None):
-    return logits(config, params, input_ids, attention_mask)
+    h, (k, v) = Transformer(config).apply(
+        {"params": params}, input_ids, positions, kv_mask, (cache.k, cache.v, cache.shared), cache.index
+    )
+    return h, KVCache(
+        k, v, new_mask, cache.pos + attention_mask.sum(1).astype(jnp.int32), cache.index + t, cache.shared
+    )

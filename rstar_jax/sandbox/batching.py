@@ -18,20 +18,56 @@ subset of Python, checked statically on the AST:
 Everything else (and anything this check rejects) runs in a child of its own.
 Standard library only — the worker loads this file without the package.
 """
+
 from __future__ import annotations
 
 import ast
 import sys
 
-BATCH_MODULES = frozenset({
-    "math", "cmath", "fractions", "itertools", "functools", "collections", "operator", "heapq",
-    "bisect", "statistics", "string", "numbers", "copy", "datetime",
-})
-DENIED_NAMES = frozenset({
-    "open", "exec", "eval", "compile", "getattr", "setattr", "delattr", "vars", "globals", "locals",
-    "input", "breakpoint", "help", "exit", "quit", "memoryview", "super", "classmethod", "staticmethod",
-    "property", "dir", "__import__",
-})
+BATCH_MODULES = frozenset(
+    {
+        "math",
+        "cmath",
+        "fractions",
+        "itertools",
+        "functools",
+        "collections",
+        "operator",
+        "heapq",
+        "bisect",
+        "statistics",
+        "string",
+        "numbers",
+        "copy",
+        "datetime",
+    }
+)
+DENIED_NAMES = frozenset(
+    {
+        "open",
+        "exec",
+        "eval",
+        "compile",
+        "getattr",
+        "setattr",
+        "delattr",
+        "vars",
+        "globals",
+        "locals",
+        "input",
+        "breakpoint",
+        "help",
+        "exit",
+        "quit",
+        "memoryview",
+        "super",
+        "classmethod",
+        "staticmethod",
+        "property",
+        "dir",
+        "__import__",
+    }
+)
 DENIED_ATTRS = frozenset({"register", "attrgetter", "methodcaller", "setcontext", "getcontext"})
 
 
@@ -50,21 +86,100 @@ def denied_attributes() -> frozenset[str]:
                 names.add(attr)
     return frozenset(names - BATCH_MODULES)
 
-_ALLOWED_NODES = tuple(getattr(ast, name) for name in (
-    # statements
-    "Module", "Expr", "Assign", "AugAssign", "AnnAssign", "For", "While", "If", "Break", "Continue",
-    "Pass", "FunctionDef", "Return", "Try", "ExceptHandler", "Raise", "Assert", "Delete",
-    "Global", "Nonlocal", "Import", "ImportFrom", "alias", "arguments", "arg", "keyword",
-    # expressions
-    "BoolOp", "BinOp", "UnaryOp", "Lambda", "IfExp", "Dict", "Set", "ListComp", "SetComp", "DictComp",
-    "GeneratorExp", "comprehension", "Yield", "YieldFrom", "Compare", "Call", "FormattedValue",
-    "JoinedStr", "Constant", "Attribute", "Subscript", "Starred", "Name", "List", "Tuple", "Slice",
-    "NamedExpr", "Load", "Store", "Del",
-    # operators
-    "And", "Or", "Add", "Sub", "Mult", "MatMult", "Div", "Mod", "Pow", "LShift", "RShift", "BitOr",
-    "BitXor", "BitAnd", "FloorDiv", "Invert", "Not", "UAdd", "USub", "Eq", "NotEq", "Lt", "LtE", "Gt",
-    "GtE", "Is", "IsNot", "In", "NotIn",
-))
+
+_ALLOWED_NODES = tuple(
+    getattr(ast, name)
+    for name in (
+        # statements
+        "Module",
+        "Expr",
+        "Assign",
+        "AugAssign",
+        "AnnAssign",
+        "For",
+        "While",
+        "If",
+        "Break",
+        "Continue",
+        "Pass",
+        "FunctionDef",
+        "Return",
+        "Try",
+        "ExceptHandler",
+        "Raise",
+        "Assert",
+        "Delete",
+        "Global",
+        "Nonlocal",
+        "Import",
+        "ImportFrom",
+        "alias",
+        "arguments",
+        "arg",
+        "keyword",
+        # expressions
+        "BoolOp",
+        "BinOp",
+        "UnaryOp",
+        "Lambda",
+        "IfExp",
+        "Dict",
+        "Set",
+        "ListComp",
+        "SetComp",
+        "DictComp",
+        "GeneratorExp",
+        "comprehension",
+        "Yield",
+        "YieldFrom",
+        "Compare",
+        "Call",
+        "FormattedValue",
+        "JoinedStr",
+        "Constant",
+        "Attribute",
+        "Subscript",
+        "Starred",
+        "Name",
+        "List",
+        "Tuple",
+        "Slice",
+        "NamedExpr",
+        "Load",
+        "Store",
+        "Del",
+        # operators
+        "And",
+        "Or",
+        "Add",
+        "Sub",
+        "Mult",
+        "MatMult",
+        "Div",
+        "Mod",
+        "Pow",
+        "LShift",
+        "RShift",
+        "BitOr",
+        "BitXor",
+        "BitAnd",
+        "FloorDiv",
+        "Invert",
+        "Not",
+        "UAdd",
+        "USub",
+        "Eq",
+        "NotEq",
+        "Lt",
+        "LtE",
+        "Gt",
+        "GtE",
+        "Is",
+        "IsNot",
+        "In",
+        "NotIn",
+    )
+)
 
 
 def batchable(tree: ast.AST, denied_attrs: frozenset[str] = DENIED_ATTRS) -> bool:
@@ -78,13 +193,16 @@ def batchable(tree: ast.AST, denied_attrs: frozenset[str] = DENIED_ATTRS) -> boo
         if isinstance(node, ast.Name) and (node.id.startswith("_") or node.id in DENIED_NAMES):
             return False
         if isinstance(node, ast.Attribute) and (
-                not isinstance(node.ctx, ast.Load) or node.attr.startswith("_") or node.attr in denied_attrs):
+            not isinstance(node.ctx, ast.Load) or node.attr.startswith("_") or node.attr in denied_attrs
+        ):
             return False
         if isinstance(node, ast.alias) and (node.name.startswith("_") or (node.asname or "").startswith("_")):
             return False
         if isinstance(node, ast.Import) and any(a.name.partition(".")[0] not in BATCH_MODULES for a in node.names):
             return False
-        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").partition(".")[0] not in BATCH_MODULES):
+        if isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").partition(".")[0] not in BATCH_MODULES
+        ):
             return False
         if isinstance(node, (ast.FunctionDef, ast.Lambda)) and getattr(node, "name", "x").startswith("_"):
             return False

@@ -18,33 +18,78 @@ deletes, renames, mkdir) only inside the private temp dir; reads only inside
 the temp dir, the Python installation's import roots and a few devices.
 Standard library only — the worker loads this file without the package.
 """
+
 from __future__ import annotations
 
 import os
 import sys
 
 # Whole events refused.
-DENIED_EVENTS = frozenset({
-    "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-    "subprocess.Popen", "os.kill", "os.killpg", "signal.pthread_kill",
-    "os.chdir", "os.chroot", "os.symlink", "os.link", "os.chown", "os.lchown", "os.chflags",
-    "os.setxattr", "os.removexattr", "os.add_dll_directory", "os.startfile",
-    "resource.setrlimit", "resource.prlimit", "sys.settrace", "sys.setprofile",
-    "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-    "webbrowser.open", "builtins.breakpoint", "sys.remote_exec",
-})
+DENIED_EVENTS = frozenset(
+    {
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.forkpty",
+        "subprocess.Popen",
+        "os.kill",
+        "os.killpg",
+        "signal.pthread_kill",
+        "os.chdir",
+        "os.chroot",
+        "os.symlink",
+        "os.link",
+        "os.chown",
+        "os.lchown",
+        "os.chflags",
+        "os.setxattr",
+        "os.removexattr",
+        "os.add_dll_directory",
+        "os.startfile",
+        "resource.setrlimit",
+        "resource.prlimit",
+        "sys.settrace",
+        "sys.setprofile",
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+        "webbrowser.open",
+        "builtins.breakpoint",
+        "sys.remote_exec",
+    }
+)
 DENIED_PREFIXES = ("socket.", "ctypes.", "_winapi.", "winreg.", "msvcrt.")
 # Importing these is refused (some may already be imported by numpy/sympy; their
 # dangerous entry points are then refused by the events above or disarmed below).
-DENIED_IMPORTS = frozenset({
-    "ctypes", "_ctypes", "cffi", "_posixsubprocess", "subprocess", "multiprocessing",
-    "_multiprocessing", "socket", "_socket", "ssl", "_ssl", "pty", "_xxsubinterpreters",
-})
+DENIED_IMPORTS = frozenset(
+    {
+        "ctypes",
+        "_ctypes",
+        "cffi",
+        "_posixsubprocess",
+        "subprocess",
+        "multiprocessing",
+        "_multiprocessing",
+        "socket",
+        "_socket",
+        "ssl",
+        "_ssl",
+        "pty",
+        "_xxsubinterpreters",
+    }
+)
 # Events that modify the file system: (event, number of leading path arguments,
 # positions of dir_fd arguments, -1 when absent). Paths must lie in the temp dir.
 WRITE_PATH_EVENTS = (
-    ("os.remove", 1, (1,)), ("os.rmdir", 1, (1,)), ("os.mkdir", 1, (2,)), ("os.rename", 2, (2, 3)),
-    ("os.truncate", 1, ()), ("os.utime", 1, (3,)), ("os.chmod", 1, (2,)),
+    ("os.remove", 1, (1,)),
+    ("os.rmdir", 1, (1,)),
+    ("os.mkdir", 1, (2,)),
+    ("os.rename", 2, (2, 3)),
+    ("os.truncate", 1, ()),
+    ("os.utime", 1, (3,)),
+    ("os.chmod", 1, (2,)),
 )
 READ_PATH_EVENTS = frozenset({"os.listdir", "os.scandir"})
 DEVICES = frozenset({"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"})
@@ -59,11 +104,15 @@ def disarm() -> None:
     permissions confine the others to world-writable directories; this covers
     the rest on a best-effort basis (see docs/SANDBOX.md).
     """
+
     def refuse(*args, **kwargs):
         raise PermissionError("sandbox: this operation is not allowed")
 
-    for mod_name, attrs in (("_posixsubprocess", ("fork_exec",)), ("os", ("mkfifo", "mknod")),
-                            ("posix", ("mkfifo", "mknod"))):
+    for mod_name, attrs in (
+        ("_posixsubprocess", ("fork_exec",)),
+        ("os", ("mkfifo", "mknod")),
+        ("posix", ("mkfifo", "mknod")),
+    ):
         mod = sys.modules.get(mod_name)
         for attr in attrs:
             if mod is not None and hasattr(mod, attr):
@@ -101,7 +150,8 @@ def _make_hook(tmp: str, read_prefixes: tuple[str, ...]):
         if event == "open":
             path, mode, flags = args[0], args[1], args[2]
             writing = (type_of(flags) is int_type and flags & write_flags != 0) or (
-                type_of(mode) is str_type and ("w" in mode or "a" in mode or "x" in mode or "+" in mode))
+                type_of(mode) is str_type and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)
+            )
             # os.open (mode None) may be relative to a dir_fd we cannot see: writes need absolute paths.
             checks = ((path, writing, type_of(mode) is none_type),)
         elif event in read_events:

@@ -15,6 +15,7 @@ a caller can see exactly which mechanisms are active.
   its path). If none works, children stay root and the fallbacks are the
   audit hook and rlimits (RLIMIT_NPROC does not bind root).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,12 +35,12 @@ UNPRIVILEGED_USER = "nobody"
 class Isolation:
     """What confines the programs of a Sandbox."""
 
-    python: str                      # interpreter the workers run
-    sys_path: tuple[str, ...]        # site directories added to its path
-    net_prefix: tuple[str, ...]      # command prefix giving an empty network namespace, or ()
-    uid: int | None                  # user the program children run as (None: unchanged)
+    python: str  # interpreter the workers run
+    sys_path: tuple[str, ...]  # site directories added to its path
+    net_prefix: tuple[str, ...]  # command prefix giving an empty network namespace, or ()
+    uid: int | None  # user the program children run as (None: unchanged)
     gid: int | None
-    notes: tuple[str, ...] = ()      # what degraded, and why
+    notes: tuple[str, ...] = ()  # what degraded, and why
 
     @property
     def network_namespace(self) -> bool:
@@ -53,10 +54,15 @@ class Isolation:
 def worker_env(tmp_dir: str) -> dict[str, str]:
     """A minimal environment: no secrets of the caller reach programs."""
     return {
-        "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp_dir, "TMPDIR": tmp_dir,
-        "PYTHONHASHSEED": "0",             # same set/dict order in every worker: cacheable results
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": tmp_dir,
+        "TMPDIR": tmp_dir,
+        "PYTHONHASHSEED": "0",  # same set/dict order in every worker: cacheable results
         "PYTHONDONTWRITEBYTECODE": "1",
-        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
     }
 
 
@@ -86,8 +92,11 @@ def _candidates() -> list[str]:
     """The current interpreter, then other installs of the same major.minor version."""
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     seen, out = set(), []
-    for path in [sys.executable, *(os.path.join(d, version) for d in ("/usr/bin", "/usr/local/bin", "/bin")),
-                 shutil.which(version)]:
+    for path in [
+        sys.executable,
+        *(os.path.join(d, version) for d in ("/usr/bin", "/usr/local/bin", "/bin")),
+        shutil.which(version),
+    ]:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             real = os.path.realpath(path)
             if real not in seen:
@@ -99,8 +108,14 @@ def _candidates() -> list[str]:
 def _probe(python: str, net_prefix: tuple[str, ...], cfg: dict) -> dict | None:
     iso = Isolation(python, cfg["sys_path"], net_prefix, cfg["uid"], cfg["gid"])
     try:
-        out = subprocess.run(worker_command(iso, cfg, probe=True), capture_output=True, text=True, timeout=60,
-                             env=worker_env("/tmp"), cwd="/")
+        out = subprocess.run(
+            worker_command(iso, cfg, probe=True),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=worker_env("/tmp"),
+            cwd="/",
+        )
         return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
@@ -133,10 +148,14 @@ def plan(drop_privileges: bool = True, isolate_network: bool = True) -> Isolatio
         res = _probe(python, net_prefix, cfg)
         if res and res["drop_ok"] and res["version"] == want:
             if python != sys.executable:
-                notes.append(f"{sys.executable} is unreadable to {UNPRIVILEGED_USER}: workers run {python} "
-                             f"with this environment's site-packages")
+                notes.append(
+                    f"{sys.executable} is unreadable to {UNPRIVILEGED_USER}: workers run {python} "
+                    f"with this environment's site-packages"
+                )
             return Isolation(python, site, net_prefix, uid, gid, tuple(notes))
-    notes.append(f"no Python {want[0]}.{want[1]} readable by {UNPRIVILEGED_USER} was found: programs run as root, "
-                 "confined by rlimits and the audit hook only")
+    notes.append(
+        f"no Python {want[0]}.{want[1]} readable by {UNPRIVILEGED_USER} was found: programs run as root, "
+        "confined by rlimits and the audit hook only"
+    )
     warnings.warn("rstar_jax.sandbox: " + notes[-1], RuntimeWarning, stacklevel=2)
     return Isolation(sys.executable, site, net_prefix, None, None, tuple(notes))

@@ -6,6 +6,7 @@ code: it moves into the private temp dir, drops to an unprivileged user when
 asked to, and sets rlimits. Standard library only — the worker loads this
 file without the rstar_jax package (and so without JAX).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,8 +70,7 @@ def mapped_bytes() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-def confine(limits: dict, tmp_dir: str, base_bytes: int, uid: int | None, gid: int | None,
-            n_programs: int = 1) -> None:
+def confine(limits: dict, tmp_dir: str, base_bytes: int, uid: int | None, gid: int | None, n_programs: int = 1) -> None:
     """Confine the calling (just forked) process, which will run ``n_programs``; raises on failure.
 
     The CPU limit covers all of them (each also has its wall-clock deadline).

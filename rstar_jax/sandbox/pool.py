@@ -14,6 +14,7 @@ The interface is one program per node (``run_many(programs)``); the worker
 protocol carries jobs by id, so a later job kind (continue from a parent
 node's saved state plus new code) fits without changing callers.
 """
+
 from __future__ import annotations
 
 import collections
@@ -61,20 +62,35 @@ class _Job:
 class _Worker:
     """One zygote process and the jobs it has been sent but not answered."""
 
-    def __init__(self, kind: str, index: int, iso: launch.Isolation, limits: Limits, tmp_root: str,
-                 share_children: bool):
+    def __init__(
+        self, kind: str, index: int, iso: launch.Isolation, limits: Limits, tmp_root: str, share_children: bool
+    ):
         self.kind = kind
         self.tmp_dir = os.path.join(tmp_root, f"{kind}{index}")
         os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
         if iso.uid is not None:
             os.chown(self.tmp_dir, iso.uid, iso.gid)
-        cfg = {"kind": kind, "sys_path": list(iso.sys_path), "tmp_dir": self.tmp_dir,
-               "uid": iso.uid, "gid": iso.gid, "limits": limits.to_json(), "share_children": share_children}
+        cfg = {
+            "kind": kind,
+            "sys_path": list(iso.sys_path),
+            "tmp_dir": self.tmp_dir,
+            "uid": iso.uid,
+            "gid": iso.gid,
+            "limits": limits.to_json(),
+            "share_children": share_children,
+        }
         self.log_path = os.path.join(tmp_root, f"{kind}{index}.log")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                launch.worker_command(iso, cfg), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                env=launch.worker_env(self.tmp_dir), cwd=self.tmp_dir, start_new_session=True, bufsize=0)
+                launch.worker_command(iso, cfg),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=launch.worker_env(self.tmp_dir),
+                cwd=self.tmp_dir,
+                start_new_session=True,
+                bufsize=0,
+            )
         self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         self.reader = protocol.FrameReader()
         self.ready = False
@@ -135,7 +151,7 @@ def _descendants(pid: int) -> list[int]:
             try:
                 with open(f"/proc/{name}/stat", "rb") as f:
                     stat = f.read()
-                ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+                ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
                 children[ppid].append(int(name))
             except (OSError, ValueError, IndexError):
                 continue
@@ -184,17 +200,27 @@ class Sandbox:
       recycle_after: restart a worker after this many programs.
     """
 
-    def __init__(self, num_workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 1024,
-                 max_output_chars: int = 1024, *, cpu_s: float | None = None, cache_size: int = 100_000,
-                 drop_privileges: bool = True, isolate_network: bool = True, share_children: bool = True,
-                 max_batch: int = 16,
-                 recycle_after: int = 100_000, start_timeout_s: float = 120.0):
+    def __init__(
+        self,
+        num_workers: int | None = None,
+        timeout_s: float = 5.0,
+        memory_mb: int = 1024,
+        max_output_chars: int = 1024,
+        *,
+        cpu_s: float | None = None,
+        cache_size: int = 100_000,
+        drop_privileges: bool = True,
+        isolate_network: bool = True,
+        share_children: bool = True,
+        max_batch: int = 16,
+        recycle_after: int = 100_000,
+        start_timeout_s: float = 120.0,
+    ):
         if num_workers is None:
             num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if num_workers < 1 or max_batch < 1 or recycle_after < 1:
             raise ValueError("num_workers, max_batch and recycle_after must be >= 1")
-        self.limits = Limits(timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb,
-                             max_output_chars=max_output_chars)
+        self.limits = Limits(timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb, max_output_chars=max_output_chars)
         self.num_workers = num_workers
         self.max_batch = max_batch
         self.recycle_after = recycle_after
@@ -253,9 +279,14 @@ class Sandbox:
             return results  # type: ignore[return-value]
 
     def stats(self) -> dict:
-        return {"executed": self.executed, "cache_hits": self._cache.hits, "cache_misses": self._cache.misses,
-                "cache_entries": len(self._cache), "worker_restarts": self.restarts,
-                "workers": {k: sum(w.kind == k for w in self._workers) for k in KINDS}}
+        return {
+            "executed": self.executed,
+            "cache_hits": self._cache.hits,
+            "cache_misses": self._cache.misses,
+            "cache_entries": len(self._cache),
+            "worker_restarts": self.restarts,
+            "workers": {k: sum(w.kind == k for w in self._workers) for k in KINDS},
+        }
 
     def cpu_seconds(self) -> float | None:
         """CPU time used so far by the live workers and their finished program children (Linux)."""
@@ -288,8 +319,9 @@ class Sandbox:
     def _start(self, kind: str, n: int) -> list[_Worker]:
         fresh = []
         for _ in range(n):
-            fresh.append(_Worker(kind, self._next_index, self.isolation, self.limits, self._tmp_root,
-                                 self.share_children))
+            fresh.append(
+                _Worker(kind, self._next_index, self.isolation, self.limits, self._tmp_root, self.share_children)
+            )
             self._next_index += 1
         self._workers.extend(fresh)
         deadline = time.monotonic() + self.start_timeout_s
@@ -362,8 +394,10 @@ class Sandbox:
                             continue
                         w.served += 1
                         self.executed += 1
-                        yield job.key, ExecResult(msg["ok"], msg["stdout"], msg["error"], msg["timed_out"],
-                                                  msg["duration_s"])
+                        yield (
+                            job.key,
+                            ExecResult(msg["ok"], msg["stdout"], msg["error"], msg["timed_out"], msg["duration_s"]),
+                        )
                 now = time.monotonic()
                 for w in [w for w in self._workers if w.inflight and now - w.since > self.watchdog_s]:
                     yield from self._fail(w, jobs, queues, "SandboxError: worker stopped responding")

@@ -4,6 +4,7 @@ JSON rather than pickle because a frame may carry bytes written by hostile code
 (a program can write into its own result pipe): decoding must never execute
 anything. Standard library only — the worker loads this file without the package.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def write_frame(fd: int, message: object) -> None:
     """Write one whole frame to a blocking fd."""
     view = memoryview(encode(message))
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class FrameReader:
@@ -46,8 +47,8 @@ class FrameReader:
                 raise ProtocolError(f"frame of {n} bytes exceeds {self._max}")
             if len(self._buf) < _HEADER.size + n:
                 break
-            payload = bytes(self._buf[_HEADER.size:_HEADER.size + n])
-            del self._buf[:_HEADER.size + n]
+            payload = bytes(self._buf[_HEADER.size : _HEADER.size + n])
+            del self._buf[: _HEADER.size + n]
             try:
                 out.append(json.loads(payload))
             except ValueError as e:

@@ -2,6 +2,7 @@
 
 Standard library only — the worker loads this file without the package.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -21,7 +22,9 @@ def format_error(exc: BaseException) -> str:
     """``"<Type>: message"`` like the last line of a traceback (the official rStar executor's report)."""
     try:
         cls = type(exc)
-        name = cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}"
+        name = (
+            cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}"
+        )
         msg = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)
         return f"{name}: {msg}" if msg else name
     except BaseException:  # a hostile __str__: still report something
@@ -45,7 +48,7 @@ class Capture:
         if self._head_len < self._limit:
             self._head.append(s)
             self._head_len += len(s)
-        self._tail = (self._tail + s)[-self._limit:] if len(s) < self._limit else s[-self._limit:]
+        self._tail = (self._tail + s)[-self._limit :] if len(s) < self._limit else s[-self._limit :]
         return len(s)
 
     def flush(self):
@@ -55,7 +58,7 @@ class Capture:
         if self._total <= self._limit:
             return "".join(self._head)
         head = "".join(self._head)[: self._limit // 2]
-        tail = self._tail[-(self._limit - self._limit // 2):]
+        tail = self._tail[-(self._limit - self._limit // 2) :]
         return f"{head}\n...[{self._total - self._limit} characters truncated]...\n{tail}"
 
 

@@ -18,6 +18,7 @@ kills the child's whole process group afterwards.
 Only the standard library and sibling files are imported, so the parent can
 import the routing helpers (``needs_heavy``) from here too.
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,18 +36,32 @@ import time
 
 if __package__:  # imported by the parent (routing helpers) as rstar_jax.sandbox.worker
     from rstar_jax.sandbox import batching, guard, limits, protocol
-    from rstar_jax.sandbox.runner import exit_builtin, execute, format_error, truncate
+    from rstar_jax.sandbox.runner import execute, exit_builtin, format_error, truncate
 else:  # run by file path: siblings come from this directory, no package, so no JAX
     import batching
     import guard
     import limits
     import protocol
-    from runner import exit_builtin, execute, format_error, truncate
+    from runner import execute, exit_builtin, format_error, truncate
 
 # Imported by every worker before it forks anything.
 LEAN_PRELOAD = (
-    "math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "operator",
-    "heapq", "bisect", "string", "random", "statistics", "numbers", "datetime", "copy",
+    "math",
+    "cmath",
+    "fractions",
+    "decimal",
+    "itertools",
+    "functools",
+    "collections",
+    "operator",
+    "heapq",
+    "bisect",
+    "string",
+    "random",
+    "statistics",
+    "numbers",
+    "datetime",
+    "copy",
 )
 # Heavy workers also pre-import these (a fresh interpreter pays ~0.7 s for sympy alone).
 HEAVY_PRELOAD = LEAN_PRELOAD + ("numpy", "sympy", "mpmath")
@@ -125,8 +140,11 @@ class Zygote:
     def _preload_for(self, code: str) -> None:
         if not self.heavy:
             return
-        fresh = [n for n in imported_modules(code)
-                 if n.partition(".")[0] in PRELOADABLE and n not in sys.modules and n not in self.tried_imports]
+        fresh = [
+            n
+            for n in imported_modules(code)
+            if n.partition(".")[0] in PRELOADABLE and n not in sys.modules and n not in self.tried_imports
+        ]
         for name in fresh:
             self.tried_imports.add(name)
             try:
@@ -269,8 +287,9 @@ class Zygote:
             if len(codes) == 1:
                 gc.disable()  # the frozen heap is never collected anyway; one short program needs no cycle GC
             try:
-                limits.confine(self.cfg["limits"], self.tmp_dir, self.base_bytes, self.cfg["uid"],
-                                    self.cfg["gid"], len(codes))
+                limits.confine(
+                    self.cfg["limits"], self.tmp_dir, self.base_bytes, self.cfg["uid"], self.cfg["gid"], len(codes)
+                )
                 guard.disarm()
                 guard.install(self.tmp_dir, self.read_roots)
                 failure = None
@@ -281,7 +300,7 @@ class Zygote:
                 payload = dumps(result).encode()
                 view = memoryview(len(payload).to_bytes(4, "big") + payload)
                 while view:
-                    view = view[write(w, view):]
+                    view = view[write(w, view) :]
                 if len(codes) > 1:
                     gc.collect()  # a program's cyclic garbage must not eat the next one's memory
             status = 0
@@ -363,8 +382,11 @@ def probe(cfg: dict) -> dict:
         finally:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
-    return {"drop_ok": os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
-            "version": list(sys.version_info[:2]), "executable": sys.executable}
+    return {
+        "drop_ok": os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+        "version": list(sys.version_info[:2]),
+        "executable": sys.executable,
+    }
 
 
 def main(argv: list[str]) -> None:

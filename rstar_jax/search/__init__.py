@@ -1,18 +1,36 @@
-"""Search: the batched tree (device), the MCTS driver and baselines (host), tree records."""
-from rstar_jax.search.config import SearchConfig
-from rstar_jax.search.types import ProposalRequest, Proposer, StepCandidate
-from rstar_jax.search.records import (
-    NodeRecord, TreeRecord, is_correct_path, mean_q, min_q, path_to, read_records, record_from_tree,
-    trajectories, trajectory_steps, write_records,
-)
-from rstar_jax.search.tree import (
-    SearchParams, Tree, backup, check_invariants, init_tree, insert, mark_invalid, node_q, path_to_root, select,
-    tree_slice,
-)
+"""Search: batched MCTS (tree on device, expansion on host) and the sampling and beam baselines,
+over any ``Proposer``, ``Executor`` and ``Scorer``; results are tree records.
 
-__all__ = [
-    "SearchConfig", "ProposalRequest", "Proposer", "StepCandidate", "NodeRecord", "TreeRecord",
-    "is_correct_path", "mean_q", "min_q", "path_to", "read_records", "record_from_tree", "trajectories",
-    "trajectory_steps", "write_records", "SearchParams", "Tree", "backup", "check_invariants", "init_tree",
-    "insert", "mark_invalid", "node_q", "path_to_root", "select", "tree_slice",
-]
+Names load lazily, so that the configs and interfaces (``search.config``, ``search.types``)
+import without JAX.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "run_mcts": "mcts",
+    "run_chains": "baselines",
+    "run_beam": "baselines",
+    "SearchConfig": "config",
+    "TreeSpec": "config",
+    "SearchStats": "expansion",
+    "NodeRecord": "records",
+    "TreeRecord": "records",
+    "read_records": "records",
+    "write_records": "records",
+    "trajectories": "records",
+    "Executor": "types",
+    "NodeInfo": "types",
+    "Proposal": "types",
+    "ProposalRequest": "types",
+    "Proposer": "types",
+    "Scorer": "types",
+    "StepCandidate": "types",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"rstar_jax.search.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'rstar_jax.search' has no attribute {name!r}")

@@ -8,10 +8,10 @@
 Results are tree records too (chains hang off a shared root), so the same
 answer selection, SFT extraction and reports apply.
 """
+
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -19,112 +19,116 @@ from tqdm.auto import tqdm
 
 from rstar_jax.data.problems import Problem
 from rstar_jax.search.config import SearchConfig
-from rstar_jax.search.expand import ExpandSettings, NodeInfo, Scorer, expand, path_infos
-from rstar_jax.search.mcts import (SearchStats, TimedSandbox, answer_value, make_record, score_children,
-                                   search_meta)
-from rstar_jax.search.types import ProposalRequest, Proposer
-from rstar_jax.search.records import TreeRecord
+from rstar_jax.search.expansion import (
+    Forest,
+    Frontier,
+    SearchStats,
+    answer_value,
+    make_record,
+    propose_and_expand,
+    search_meta,
+)
+from rstar_jax.search.records import TreeRecord, root_path
+from rstar_jax.search.types import Executor, NodeInfo, Proposer, Scorer
 
 
-class _Forest:
-    """Host-only trees: one per problem, nodes appended in creation order."""
-
-    def __init__(self, n: int):
-        self.infos = [[NodeInfo()] for _ in range(n)]
-        self.parents = [[-1] for _ in range(n)]
-
-    def add(self, b: int, parent: int, info: NodeInfo) -> int:
-        self.infos[b].append(info)
-        self.parents[b].append(parent)
-        return len(self.infos[b]) - 1
-
-    def path(self, b: int, node: int) -> list[NodeInfo]:
-        return path_infos(self.infos[b], self.parents[b], node)
-
-    def records(self, problems: Sequence[Problem], cfg: SearchConfig, method: str) -> list[TreeRecord]:
-        out = []
-        for b, p in enumerate(problems):
-            infos = self.infos[b]
-            # Q of a node: the mean outcome of the answers below it (0 when none), so
-            # trajectory statistics (mean Q) mean the same as in an MCTS record.
-            value = np.zeros(len(infos))
-            count = np.zeros(len(infos), np.int64)
-            for n, info in enumerate(infos):
-                if info.kind == "answer":
-                    v = answer_value(info, "gold" if info.correct is not None else "ppm")
-                    m = n
-                    while m >= 0:
-                        value[m] += v
-                        count[m] += 1
-                        m = self.parents[b][m]
-            depth = np.zeros(len(infos), np.int32)
-            for n in range(1, len(infos)):
-                depth[n] = depth[self.parents[b][n]] + 1
-            tree_np = SimpleNamespace(parent=np.asarray(self.parents[b]), depth=depth, visits=count,
-                                      value_sum=value, terminal=np.array([i.terminal for i in infos]),
-                                      num_nodes=len(infos))
-            out.append(make_record(p, tree_np, infos, search_meta(cfg, method)))
-        return out
-
-
-def _step(problems, forest, frontier, proposer, sandbox, cfg, k, seed, scorer, stats, gold, answers_only=False):
-    """Expand every (problem, node, sample_id) in the frontier with k candidates each;
-    ``scorer`` scores the new children (only those with an answer if ``answers_only``)."""
-    requests = [ProposalRequest(problems[b].id, problems[b].question,
-                                tuple(n.text for n in forest.path(b, node)), (b, node), sid)
-                for b, node, sid in frontier]
-    t0 = time.perf_counter()
-    cands = proposer.propose(requests, k, temperature=cfg.temperature, seed=seed)
-    stats.propose_seconds += time.perf_counter() - t0
-    stats.count_prefill(proposer)
-    stats.tokens += sum(c.num_tokens for cs in cands for c in cs)
-    paths = [forest.path(b, node) for b, node, _ in frontier]
-    golds = [problems[b].answer if gold else None for b, _, _ in frontier]
-    kids = expand(paths, cands, golds, TimedSandbox(sandbox, stats), ExpandSettings(cfg.error_threshold))
-    if scorer is not None:
-        t0 = time.perf_counter()
-        score_children(scorer, cfg.squash, [problems[b].question for b, _, _ in frontier], paths, kids,
-                       answers_only)
-        stats.score_seconds += time.perf_counter() - t0
-    stats.nodes_expanded += len(frontier)
+def _records(forest: Forest, problems: Sequence[Problem], cfg: SearchConfig, method: str) -> list[TreeRecord]:
+    """Tree records of host-only trees. Q of a node is the mean outcome of the answers below it
+    (0 when none), so trajectory statistics (mean Q) mean the same as in an MCTS record."""
     out = []
-    for (b, node, sid), ks in zip(frontier, kids):
-        ids = [forest.add(b, node, kid) for kid in ks]
-        stats.nodes_created += len(ids)
-        out.append([(b, i, sid, kid) for i, kid in zip(ids, ks)])
+    for b, problem in enumerate(problems):
+        infos, parents = forest.infos[b], np.asarray(forest.parents[b])
+        value_sum = np.zeros(len(infos))
+        visits = np.zeros(len(infos), np.int64)
+        for n, info in enumerate(infos):
+            if info.kind == "answer":
+                on_path = root_path(parents, n)
+                value_sum[on_path] += answer_value(info, "gold" if info.correct is not None else "ppm")
+                visits[on_path] += 1
+        depth = np.array([len(root_path(parents, n)) - 1 for n in range(len(infos))], np.int32)
+        out.append(
+            make_record(
+                problem,
+                infos,
+                search_meta(cfg, method),
+                parent=parents,
+                depth=depth,
+                visits=visits,
+                value_sum=value_sum,
+                terminal=np.array([i.terminal for i in infos]),
+            )
+        )
     return out
 
 
-def run_chains(problems: Sequence[Problem], proposer: Proposer, sandbox, cfg: SearchConfig, n: int,
-               scorer: Scorer | None = None, gold: bool = True,
-               progress: bool = True) -> tuple[list[TreeRecord], SearchStats]:
+def _step(
+    problems,
+    forest: Forest,
+    frontier: Frontier,
+    proposer,
+    executor,
+    cfg: SearchConfig,
+    k: int,
+    stats: SearchStats,
+    **scoring,
+) -> list[list[tuple[int, int, int, NodeInfo]]]:
+    """Expand the frontier and add every child to the forest: per frontier entry, its
+    children as (problem, node, sample id, info)."""
+    kids = propose_and_expand(problems, forest, frontier, proposer, executor, cfg, k, stats, **scoring)
+    out = []
+    for (b, node, sid), ks in zip(frontier, kids):
+        out.append([(b, forest.add(b, node, kid), sid, kid) for kid in ks])
+        stats.nodes_created += len(ks)
+    return out
+
+
+def run_chains(
+    problems: Sequence[Problem],
+    proposer: Proposer,
+    executor: Executor,
+    cfg: SearchConfig,
+    n: int,
+    scorer: Scorer | None = None,
+    gold: bool = True,
+    progress: bool = True,
+) -> tuple[list[TreeRecord], SearchStats]:
     """N independent chains per problem, stepped in lockstep; the answer step of each
     chain is scored by ``scorer`` (the ORM for best-of-N) when given."""
-    stats, forest = SearchStats(problems=len(problems)), _Forest(len(problems))
+    stats, forest = SearchStats(problems=len(problems)), Forest(len(problems))
     start = time.perf_counter()
     frontier = [(b, 0, s) for b in range(len(problems)) for s in range(n)]
     for _ in tqdm(range(cfg.max_depth), desc="chains", disable=not progress, leave=False):
         if not frontier:
             break
-        expanded = _step(problems, forest, frontier, proposer, sandbox, cfg, 1, cfg.seed, scorer, stats, gold,
-                         answers_only=True)
+        expanded = _step(
+            problems, forest, frontier, proposer, executor, cfg, 1, stats, scorer=scorer, gold=gold, answers_only=True
+        )
         frontier = [(b, i, sid) for kids in expanded for b, i, sid, kid in kids if not kid.terminal]
         stats.iterations += 1
     stats.seconds = time.perf_counter() - start
-    return forest.records(problems, cfg, "chains"), stats
+    return _records(forest, problems, cfg, "chains"), stats
 
 
-def run_beam(problems: Sequence[Problem], proposer: Proposer, sandbox, cfg: SearchConfig, width: int,
-             scorer: Scorer, gold: bool = True, progress: bool = True) -> tuple[list[TreeRecord], SearchStats]:
+def run_beam(
+    problems: Sequence[Problem],
+    proposer: Proposer,
+    executor: Executor,
+    cfg: SearchConfig,
+    width: int,
+    scorer: Scorer,
+    gold: bool = True,
+    progress: bool = True,
+) -> tuple[list[TreeRecord], SearchStats]:
     """Step-level beam search: K candidates per beam, keep the ``width`` best-scored steps."""
-    stats, forest = SearchStats(problems=len(problems)), _Forest(len(problems))
+    stats, forest = SearchStats(problems=len(problems)), Forest(len(problems))
     start = time.perf_counter()
     frontier = [(b, 0, 0) for b in range(len(problems))]
     for _ in tqdm(range(cfg.max_depth), desc="beam", disable=not progress, leave=False):
         if not frontier:
             break
-        expanded = _step(problems, forest, frontier, proposer, sandbox, cfg, cfg.candidates, cfg.seed,
-                         scorer, stats, gold)
+        expanded = _step(
+            problems, forest, frontier, proposer, executor, cfg, cfg.candidates, stats, scorer=scorer, gold=gold
+        )
         by_problem: dict[int, list] = {}
         for kids in expanded:
             for b, i, _, kid in kids:
@@ -133,4 +137,4 @@ def run_beam(problems: Sequence[Problem], proposer: Proposer, sandbox, cfg: Sear
         frontier = [(b, i, 0) for b, cands in sorted(by_problem.items()) for _, i in sorted(cands)[:width]]
         stats.iterations += 1
     stats.seconds = time.perf_counter() - start
-    return forest.records(problems, cfg, "beam"), stats
+    return _records(forest, problems, cfg, "beam"), stats

@@ -1,8 +1,35 @@
-"""Search settings (DESIGN.md §6, §11): one dataclass for MCTS and the baselines."""
+"""Search settings: one dataclass for MCTS and the baselines, and the static tree spec it derives."""
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeSpec:
+    """Static tree settings (hashable: a jit static argument), built by ``SearchConfig.tree_spec``.
+
+    c_uct:        exploration constant c in ``Q + c*sqrt(ln N_parent / N)``.
+    max_depth:    nodes at this depth are terminal (root is depth 0).
+    unvisited:    "q": an unvisited child scores its Q, no bonus (official code);
+                  "inf": unvisited children are always tried first.
+    virtual_loss: subtracted from W (with N+1) along a selected path while the
+                  other leaves of the same ``select`` call are chosen.
+    mode:         "terminal" (new node N=0, W=0) or "ppm" (N=1, W=PPM score).
+    """
+
+    c_uct: float = 2.0
+    max_depth: int = 16
+    unvisited: Literal["q", "inf"] = "q"
+    virtual_loss: float = 1.0
+    mode: Literal["terminal", "ppm"] = "terminal"
+
+    def __post_init__(self):
+        if self.unvisited not in ("q", "inf"):
+            raise ValueError(f"unvisited must be 'q' or 'inf', got {self.unvisited!r}")
+        if self.mode not in ("terminal", "ppm"):
+            raise ValueError(f"mode must be 'terminal' or 'ppm', got {self.mode!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +71,15 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("rollouts", "candidates", "leaves_per_tree", "max_depth", "batch_size", "min_batch",
-                     "max_step_tokens"):
+        for name in (
+            "rollouts",
+            "candidates",
+            "leaves_per_tree",
+            "max_depth",
+            "batch_size",
+            "min_batch",
+            "max_step_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature < 0:
@@ -55,3 +89,21 @@ class SearchConfig:
 
     def replace(self, **kw) -> "SearchConfig":
         return dataclasses.replace(self, **kw)
+
+    def tree_spec(self) -> TreeSpec:
+        """The static settings of the jitted tree ops."""
+        return TreeSpec(
+            c_uct=self.c_uct,
+            max_depth=self.max_depth,
+            unvisited=self.unvisited,
+            virtual_loss=self.virtual_loss,
+            mode=self.mode,
+        )
+
+    def max_iterations(self) -> int:
+        """Search iterations after which every tree has had its chance at every rollout."""
+        return (self.rollouts + self.extra_rollouts_if_unsolved) * (self.max_depth + 2)
+
+    def tree_capacity(self) -> int:
+        """Nodes a tree can need: the root plus K children per leaf per iteration, at most ``max_nodes``."""
+        return min(self.max_nodes, 1 + self.max_iterations() * self.leaves_per_tree * self.candidates)

@@ -1,4 +1,5 @@
 """Build engine-backed proposers and scorers from HF checkpoint folders."""
+
 from __future__ import annotations
 
 from rstar_jax.engine import Buckets, Engine
@@ -11,8 +12,7 @@ from rstar_jax.search.proposers import PolicyProposer, PPMScorer
 def search_engine(config, params, tokenizer, min_rows: int = 8, compact: bool = False) -> Engine:
     """An engine with coarse buckets: search changes its batch and lengths every iteration, and
     on a small model each new shape costs more to compile than its padding costs to run."""
-    return Engine(config, params, tokenizer, buckets=Buckets.coarse(min_rows=min_rows, min_length=32),
-                  compact=compact)
+    return Engine(config, params, tokenizer, buckets=Buckets.coarse(min_rows=min_rows, min_length=32), compact=compact)
 
 
 def load_engine(path: str, min_rows: int = 8) -> Engine:
@@ -22,8 +22,7 @@ def load_engine(path: str, min_rows: int = 8) -> Engine:
 
 def load_policy(path: str, cfg: SearchConfig) -> PolicyProposer:
     """The policy in HF folder ``path`` (with its tokenizer) as a step proposer."""
-    return PolicyProposer(load_engine(path, cfg.min_batch), max_step_tokens=cfg.max_step_tokens,
-                          top_p=cfg.top_p)
+    return PolicyProposer(load_engine(path, cfg.min_batch), max_step_tokens=cfg.max_step_tokens, top_p=cfg.top_p)
 
 
 def load_scorer(ppm: str) -> PPMScorer:

@@ -6,8 +6,9 @@ The policy proposes k sampled next steps per leaf, one engine call per batch.
 Each candidate's KV (prompt + step) is kept in a byte-bounded LRU cache keyed by
 its parent's path and its text; when the search later expands that child, only
 the text appended since (the last step token, an ``<output>`` block) is
-prefilled instead of the whole path (DESIGN.md §5: the tree owns its cache).
+prefilled instead of the whole path (the tree owns its cache).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from rstar_jax.engine.engine import Engine, Prefix
-from rstar_jax.engine.prefix_lru import PrefixLRU
-from rstar_jax.search.types import ProposalRequest, StepCandidate
+from rstar_jax.lru import LRU
+from rstar_jax.search.types import Proposal, ProposalRequest, StepCandidate
 from rstar_jax.steps import STEP_STOPS, build_prompt
 
 
@@ -39,31 +40,62 @@ class PolicyProposer:
            between chunks would only add programs to compile.
     """
 
-    def __init__(self, engine: Engine, max_step_tokens: int = 256, *, top_p: float = 1.0, top_k: int = 0,
-                 prefix_cache_mb: float = 512.0, chunk: int = 0):
+    def __init__(
+        self,
+        engine: Engine,
+        max_step_tokens: int = 256,
+        *,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        prefix_cache_mb: float = 512.0,
+        chunk: int = 0,
+    ):
         self.engine, self.max_step_tokens, self.chunk = engine, max_step_tokens, chunk
         self.top_p, self.top_k = top_p, top_k
         self.cache_bytes = int(prefix_cache_mb * 2**20)
         # (problem id, sample id, parent path) -> {candidate text: Prefix}; the sample id keeps the
         # chains of one problem (all at the same root) from overwriting each other's entries
-        self._cache = PrefixLRU(self.cache_bytes, size=lambda entry: sum(p.nbytes for p in entry.values()))
+        self._cache = LRU(self.cache_bytes, size=lambda entry: sum(p.nbytes for p in entry.values()))
 
-    def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float,
-                seed: int) -> list[list[StepCandidate]]:
+    def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float, seed: int) -> Proposal:
         if not requests:
-            return []
+            return Proposal([])
         prompts = [build_prompt(r.question) + "".join(r.steps) for r in requests]
-        comps = self.engine.generate(
-            prompts, n=k, max_new_tokens=self.max_step_tokens, temperature=temperature, top_p=self.top_p,
-            top_k=self.top_k, stop=STEP_STOPS, seed=[request_seed(seed, r) for r in requests],
-            prefixes=[self._take(r) for r in requests], return_prefix=self.cache_bytes > 0, chunk=self.chunk)
+        comps, stats = self.engine.generate(
+            prompts,
+            n=k,
+            max_new_tokens=self.max_step_tokens,
+            temperature=temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            stop=STEP_STOPS,
+            seed=[request_seed(seed, r) for r in requests],
+            prefixes=[self._take(r) for r in requests],
+            return_prefix=self.cache_bytes > 0,
+            chunk=self.chunk,
+        )
         out = []
         for r, cs in zip(requests, comps):
             if self.cache_bytes > 0:
                 self._cache.put((r.problem_id, r.sample_id, r.steps), {c.text: c.prefix for c in cs})
-            out.append([StepCandidate(c.text, len(c.token_ids), c.logprob,
-                                      "stop" if c.finish_reason in STEP_STOPS else c.finish_reason) for c in cs])
-        return out
+            out.append(
+                [
+                    StepCandidate(
+                        c.text,
+                        len(c.token_ids),
+                        c.logprob,
+                        "stop" if c.finish_reason in STEP_STOPS else c.finish_reason,
+                    )
+                    for c in cs
+                ]
+            )
+        return Proposal(
+            out,
+            prefill_tokens=stats.prefill_tokens,
+            shared_saved=stats.shared_prefill_saved,
+            prefix_reused=stats.prefix_reused,
+            decode_slots=stats.decode_slots,
+        )
 
     def _take(self, r: ProposalRequest) -> Prefix | None:
         """Pop the cached KV of the candidate this leaf was made from (its step may have grown

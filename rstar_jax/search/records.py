@@ -5,16 +5,17 @@ A record is the host-side, lossless snapshot of one search tree: node ``i`` of
 the record is node ``i`` of the device tree (expansion order), node 0 is the
 root (empty text). Files hold one record per line (``.jsonl``).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from rstar_jax.io import read_jsonl, write_jsonl
 
 _INT, _FLOAT, _STR, _BOOL, _NONE = (int,), (float, int), (str,), (bool,), (type(None),)
 
@@ -49,9 +50,19 @@ class NodeRecord:
 
 # Accepted JSON types per field (bool is checked before int: bool is an int subclass).
 _NODE_TYPES = {
-    "index": _INT, "parent": _INT, "depth": _INT, "text": _STR, "q": _FLOAT, "visits": _INT,
-    "prior": _FLOAT + _NONE, "output": _STR + _NONE, "terminal": _BOOL, "valid": _BOOL,
-    "answer": _STR + _NONE, "correct": _BOOL + _NONE, "num_tokens": _INT,
+    "index": _INT,
+    "parent": _INT,
+    "depth": _INT,
+    "text": _STR,
+    "q": _FLOAT,
+    "visits": _INT,
+    "prior": _FLOAT + _NONE,
+    "output": _STR + _NONE,
+    "terminal": _BOOL,
+    "valid": _BOOL,
+    "answer": _STR + _NONE,
+    "correct": _BOOL + _NONE,
+    "num_tokens": _INT,
 }
 _TREE_TYPES = {"problem_id": _STR, "question": _STR, "gold": _STR, "nodes": (list,), "meta": (dict,)}
 
@@ -109,43 +120,94 @@ def _attr(info: Any, name: str, default: Any = None) -> Any:
     return info.get(name, default) if isinstance(info, Mapping) else getattr(info, name, default)
 
 
-def record_from_tree(tree: Any, infos: Sequence[Any], *, problem_id: str, question: str, gold: str,
-                     meta: dict | None = None) -> TreeRecord:
-    """Join one device tree with its host-side node data.
+def q_value(visits, value_sum):
+    """Q = W / N, 0 for an unvisited node: the one formula, for numpy and jax arrays alike."""
+    xp = visits.__array_namespace__()
+    return xp.where(visits > 0, value_sum / xp.maximum(visits, 1), 0.0)
 
-    tree:  one tree as numpy arrays without the batch axis (``tree.tree_slice``);
-           parent, depth, visits, Q and terminal come from it.
-    infos: per node index (``len == num_nodes``), an object or mapping with
-           ``text`` and optionally ``output``, ``valid`` (default True),
-           ``answer``, ``correct``, ``num_tokens`` (default 0), ``score``
-           (the PPM score, recorded as ``prior``).
+
+def record_from_arrays(
+    *,
+    parent: np.ndarray,
+    depth: np.ndarray,
+    visits: np.ndarray,
+    value_sum: np.ndarray,
+    terminal: np.ndarray,
+    infos: Sequence[Any],
+    problem_id: str,
+    question: str,
+    gold: str,
+    meta: dict | None = None,
+) -> TreeRecord:
+    """Join one tree's node arrays (each [>= len(infos)]; structure, N, W and terminal flags)
+    with its host-side node data.
+
+    infos: per node index, an object or mapping with ``text`` and optionally ``output``,
+           ``valid`` (default True), ``answer``, ``correct``, ``num_tokens`` (default 0),
+           ``score`` (the PPM score, recorded as ``prior``).
     """
-    num = int(tree.num_nodes)
-    if len(infos) != num:
-        raise ValueError(f"{len(infos)} host nodes for a tree of {num} nodes")
-    visits = np.asarray(tree.visits)[:num]
-    q = np.where(visits > 0, np.asarray(tree.value_sum)[:num] / np.maximum(visits, 1), 0.0)
+    num = len(infos)
+    visits = np.asarray(visits)[:num]
+    q = q_value(visits, np.asarray(value_sum)[:num])
     nodes = []
     for i, info in enumerate(infos):
         score = _attr(info, "score")
-        nodes.append(NodeRecord(
-            index=i, parent=int(tree.parent[i]), depth=int(tree.depth[i]), text=_attr(info, "text"),
-            q=float(q[i]), visits=int(visits[i]), prior=None if score is None else float(score),
-            output=_attr(info, "output"), terminal=bool(tree.terminal[i]), valid=bool(_attr(info, "valid", True)),
-            answer=_attr(info, "answer"), correct=_attr(info, "correct"), num_tokens=int(_attr(info, "num_tokens", 0)),
-        ))
+        nodes.append(
+            NodeRecord(
+                index=i,
+                parent=int(parent[i]),
+                depth=int(depth[i]),
+                text=_attr(info, "text"),
+                q=float(q[i]),
+                visits=int(visits[i]),
+                prior=None if score is None else float(score),
+                output=_attr(info, "output"),
+                terminal=bool(terminal[i]),
+                valid=bool(_attr(info, "valid", True)),
+                answer=_attr(info, "answer"),
+                correct=_attr(info, "correct"),
+                num_tokens=int(_attr(info, "num_tokens", 0)),
+            )
+        )
     return TreeRecord(problem_id, question, gold, nodes, dict(meta or {}))
+
+
+def record_from_tree(
+    tree: Any, infos: Sequence[Any], *, problem_id: str, question: str, gold: str, meta: dict | None = None
+) -> TreeRecord:
+    """``record_from_arrays`` for one device tree as numpy arrays without the batch axis
+    (``tree.tree_slice``); it must hold exactly ``len(infos)`` nodes."""
+    if len(infos) != int(tree.num_nodes):
+        raise ValueError(f"{len(infos)} host nodes for a tree of {int(tree.num_nodes)} nodes")
+    return record_from_arrays(
+        parent=tree.parent,
+        depth=tree.depth,
+        visits=tree.visits,
+        value_sum=tree.value_sum,
+        terminal=tree.terminal,
+        infos=infos,
+        problem_id=problem_id,
+        question=question,
+        gold=gold,
+        meta=meta,
+    )
 
 
 # ---- trajectories ----
 
 
+def root_path(parents: Sequence[int], node: int) -> list[int]:
+    """Node indices from the root to ``node`` ([0, ..., node]), given each node's parent
+    (negative for the root): the one root-path walk."""
+    path = [int(node)]
+    while parents[path[-1]] >= 0:
+        path.append(int(parents[path[-1]]))
+    return path[::-1]
+
+
 def path_to(record: TreeRecord, node: int) -> list[int]:
     """Node indices from the root to ``node``: [0, ..., node]."""
-    path = [node]
-    while record.nodes[path[-1]].parent >= 0:
-        path.append(record.nodes[path[-1]].parent)
-    return path[::-1]
+    return root_path([n.parent for n in record.nodes], node)
 
 
 def trajectories(record: TreeRecord) -> list[list[int]]:
@@ -165,11 +227,6 @@ def trajectory_steps(record: TreeRecord, path: Sequence[int]) -> list[str]:
     return [n.text for n in _steps(record, path)]
 
 
-def is_correct_path(record: TreeRecord, path: Sequence[int]) -> bool:
-    """Whether the path ends at an answer graded correct."""
-    return record.nodes[path[-1]].correct is True
-
-
 def mean_q(record: TreeRecord, path: Sequence[int]) -> float:
     """Mean Q of the steps on ``path`` (root excluded)."""
     return float(np.mean([n.q for n in _steps(record, path)]))
@@ -185,31 +242,10 @@ def min_q(record: TreeRecord, path: Sequence[int]) -> float:
 
 def write_records(path: str | os.PathLike, records: Iterable[TreeRecord]) -> None:
     """Write one record per line, atomically: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(r.to_json() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_jsonl(path, (r.to_json() for r in records))
 
 
 def read_records(path: str | os.PathLike) -> list[TreeRecord]:
     """All records of a ``.jsonl`` file (blank lines skipped); a bad line raises
     ValueError naming ``file:line``."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(TreeRecord.from_json(line))
-            except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-    return out
+    return list(read_jsonl(path, TreeRecord.from_dict))

@@ -1,13 +1,17 @@
-"""The step-proposer interface: anything that writes K candidate next steps.
+"""Search's interfaces: what proposes steps, executes them and scores them, and the host
+data of a node.
 
-The engine-backed policy is one implementation; the scripted bootstrap
-proposer of the embedded domain and test toys are others. The search knows
-nothing else about where steps come from.
+The engine-backed policy is one ``Proposer`` (``search.proposers``); the scripted
+bootstrap proposer of the embedded domain and test toys are others. The search knows
+nothing else about where steps come from, how code runs, or how steps are scored.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Protocol, Sequence
+
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +47,69 @@ class StepCandidate:
     finish_reason: str = "stop"
 
 
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """What one ``propose`` call returns: ``k`` candidates per request, and the work it took.
+
+    prefill_tokens: prompt tokens run through the model.
+    shared_saved:   prompt tokens not run because the k samples of a request share its prefill.
+    prefix_reused:  prompt tokens not run because a node's KV was reused.
+    decode_slots:   row-steps the decode loops ran (``engine.GenerateStats.decode_slots``).
+    """
+
+    candidates: list[list[StepCandidate]]
+    prefill_tokens: int = 0
+    shared_saved: int = 0
+    prefix_reused: int = 0
+    decode_slots: int = 0
+
+
 class Proposer(Protocol):
-    def propose(
-        self, requests: Sequence[ProposalRequest], k: int, *, temperature: float, seed: int
-    ) -> list[list[StepCandidate]]:
+    def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float, seed: int) -> Proposal:
         """Return ``k`` candidates per request (duplicates allowed; the search dedups).
 
         Results for a request must depend only on (seed, request.problem_id,
         request.sample_id, request.steps), never on which other requests share the batch.
         """
         ...
+
+
+class Scorer(Protocol):
+    def score(self, questions: Sequence[str], paths: Sequence[Sequence[str]]) -> np.ndarray:
+        """Raw reward-model scores [M] float for each (question, step texts) pair."""
+        ...
+
+
+class ExecutionResult(Protocol):
+    ok: bool
+    stdout: str
+    error: str | None
+    timed_out: bool
+
+
+class Executor(Protocol):
+    """Runs programs (the sandbox, or ``expand.NoExecution``); results in input order."""
+
+    def run_many(self, programs: Sequence[str]) -> Sequence[ExecutionResult]: ...
+
+
+@dataclasses.dataclass
+class NodeInfo:
+    """Host-side data of one tree node (index-aligned with the device tree).
+
+    text:     the step text as the policy continues from it (a final code step
+              carries its ``<output>`` block; a failed-but-kept step its error).
+    valid:    the step's code (with the path before it) executed, or it is not code.
+    errors:   consecutive failed code steps ending at this node.
+    """
+
+    text: str = ""
+    kind: str = "root"
+    output: str | None = None
+    valid: bool = True
+    answer: str | None = None
+    correct: bool | None = None
+    num_tokens: int = 0
+    errors: int = 0
+    terminal: bool = False  # an answer, or a failure that ends the branch
+    score: float | None = None  # squashed PPM score

@@ -3,13 +3,22 @@
 Names are loaded lazily so that importing the configs (``rstar_jax.train.config``)
 stays light.
 """
+
 import importlib
 
 _EXPORTS = {
-    "TrainConfig": "config", "SFTConfig": "config", "RewardConfig": "config",
-    "train_policy": "sft", "train_reward_model": "reward",
-    "train_policy_folder": "api", "train_reward_folder": "api", "load_data": "api", "export_hf": "api",
-    "Trainer": "trainer", "TrainingDiverged": "trainer", "init_distributed": "trainer",
+    "TrainConfig": "config",
+    "SFTConfig": "config",
+    "RewardConfig": "config",
+    "train_policy": "sft",
+    "train_reward_model": "reward",
+    "train_policy_folder": "api",
+    "train_reward_folder": "api",
+    "load_data": "api",
+    "export_hf": "api",
+    "Trainer": "trainer",
+    "TrainingDiverged": "trainer",
+    "init_distributed": "trainer",
 }
 __all__ = sorted(_EXPORTS)
 

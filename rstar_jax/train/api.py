@@ -4,6 +4,7 @@ Data files may be tree records (``search`` output; extracted on the fly) or the
 ``sft.jsonl`` / ``pairs.jsonl`` written by ``rstar_jax.train.examples``; each
 file's kind is read from its first record.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,9 +17,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from rstar_jax.train.examples import ExtractConfig, extract, read_pairs, read_sft, tree_files
 from rstar_jax.search.records import read_records
 from rstar_jax.train.config import RewardConfig, SFTConfig
+from rstar_jax.train.examples import ExtractConfig, extract, read_pairs, read_sft, tree_files
 from rstar_jax.train.reward import train_reward_model
 from rstar_jax.train.sft import train_policy
 from rstar_jax.train.state import cast_floats
@@ -28,7 +29,7 @@ _MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.jso
 
 
 def file_kind(path: str | os.PathLike) -> str:
-    """"trees", "sft", "pairs" or "other", from the fields of the file's first record."""
+    """ "trees", "sft", "pairs" or "other", from the fields of the file's first record."""
     with open(path, encoding="utf-8") as f:
         line = next((ln for ln in f if ln.strip()), None)
     if line is None:
@@ -81,15 +82,21 @@ def export_hf(config, params, init_dir: str, out_dir: str) -> str:
 
 
 def _load(init_dir: str):
-    from rstar_jax.models.tokenizer import load_tokenizer
     from rstar_jax.models import load_hf
+    from rstar_jax.models.tokenizer import load_tokenizer
 
     return load_hf(init_dir), load_tokenizer(init_dir)
 
 
-def train_policy_folder(data: str | Sequence[str], init_dir: str, out_dir: str, ckpt_dir: str | None = None,
-                        cfg: SFTConfig = SFTConfig(), seed: int | None = None,
-                        extract_cfg: ExtractConfig = ExtractConfig()) -> dict:
+def train_policy_folder(
+    data: str | Sequence[str],
+    init_dir: str,
+    out_dir: str,
+    ckpt_dir: str | None = None,
+    cfg: SFTConfig = SFTConfig(),
+    seed: int | None = None,
+    extract_cfg: ExtractConfig = ExtractConfig(),
+) -> dict:
     """SFT the HF model in ``init_dir`` on ``data`` (extracted with ``extract_cfg`` where it is tree
     records); write ``out_dir/hf``; return the run summary."""
     cfg = cfg if seed is None else dataclasses.replace(cfg, seed=seed)
@@ -99,9 +106,16 @@ def train_policy_folder(data: str | Sequence[str], init_dir: str, out_dir: str, 
     return {**_summary(out_dir), "hf": export_hf(config, params, init_dir, out_dir)}
 
 
-def train_reward_folder(data: str | Sequence[str], init_dir: str, out_dir: str, ckpt_dir: str | None = None,
-                        cfg: RewardConfig = RewardConfig(), seed: int | None = None, kind: str = "ppm",
-                        extract_cfg: ExtractConfig = ExtractConfig()) -> dict:
+def train_reward_folder(
+    data: str | Sequence[str],
+    init_dir: str,
+    out_dir: str,
+    ckpt_dir: str | None = None,
+    cfg: RewardConfig = RewardConfig(),
+    seed: int | None = None,
+    kind: str = "ppm",
+    extract_cfg: ExtractConfig = ExtractConfig(),
+) -> dict:
     """Train a reward model from the policy (or reward model) in ``init_dir`` (tree records are
     extracted with ``extract_cfg``); write ``out_dir/hf``."""
     cfg = cfg if seed is None else dataclasses.replace(cfg, seed=seed)

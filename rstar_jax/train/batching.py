@@ -12,6 +12,7 @@ scored as ``prompt + prefix + candidate`` alone would be, for one prefix pass.
 Texts are tokenised whole and split at their common token prefix, so the packed
 tokens equal the tokenisation of each full text.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rstar_jax.train.examples import PairGroup, SFTExample
 from rstar_jax.sequences import common_prefix
+from rstar_jax.train.examples import PairGroup, SFTExample
 
 Rows = dict[str, np.ndarray]  # name -> [R, ...] arrays of one epoch
 
@@ -36,15 +37,16 @@ def check_vocab(tokenizer, vocab_size: int) -> None:
     """A tokenizer whose ids do not fit the model's embedding is a configuration error."""
     n = len(tokenizer)
     if n > vocab_size:
-        raise ValueError(f"tokenizer has {n} tokens but the model's vocab_size is {vocab_size}: "
-                         "mismatched tokenizer and checkpoint")
+        raise ValueError(
+            f"tokenizer has {n} tokens but the model's vocab_size is {vocab_size}: mismatched tokenizer and checkpoint"
+        )
 
 
 # --- SFT ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class EncodedSFT:
     ids: np.ndarray  # prompt + solution (+ eos) token ids
-    n_prompt: int    # leading tokens excluded from the loss
+    n_prompt: int  # leading tokens excluded from the loss
 
 
 def encode_sft(examples: Sequence[SFTExample], tokenizer, append_eos: bool) -> list[EncodedSFT]:
@@ -62,11 +64,11 @@ def encode_sft(examples: Sequence[SFTExample], tokenizer, append_eos: bool) -> l
 # --- reward groups -------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class EncodedGroup:
-    prefix: np.ndarray             # shared token ids
+    prefix: np.ndarray  # shared token ids
     cands: tuple[np.ndarray, ...]  # each candidate's own token ids (>= 1)
-    q: np.ndarray                  # [C] candidate Q
-    label: np.ndarray              # [C] 1 preferred (pos), 0 not (neg)
-    pairs: np.ndarray              # [P, 2] (preferred, dispreferred) candidate indices
+    q: np.ndarray  # [C] candidate Q
+    label: np.ndarray  # [C] 1 preferred (pos), 0 not (neg)
+    pairs: np.ndarray  # [P, 2] (preferred, dispreferred) candidate indices
 
     @property
     def length(self) -> int:
@@ -82,20 +84,29 @@ def encode_groups(groups: Sequence[PairGroup], tokenizer) -> list[EncodedGroup]:
     ids = encode(tokenizer, texts)
     out = []
     for g, (start, n) in zip(groups, spans):
-        full = ids[start:start + n]
+        full = ids[start : start + n]
         shared = min(common_prefix(full), min(len(f) for f in full) - 1)
         npos = len(g.pos)
-        out.append(EncodedGroup(
-            full[0][:shared], tuple(f[shared:] for f in full),
-            np.array([c.q for c in g.pos + g.neg], np.float32),
-            np.array([1.0] * npos + [0.0] * (n - npos), np.float32),
-            np.array([(i, npos + j) for i, j in g.pairs], np.int32).reshape(-1, 2)))
+        out.append(
+            EncodedGroup(
+                full[0][:shared],
+                tuple(f[shared:] for f in full),
+                np.array([c.q for c in g.pos + g.neg], np.float32),
+                np.array([1.0] * npos + [0.0] * (n - npos), np.float32),
+                np.array([(i, npos + j) for i, j in g.pairs], np.int32).reshape(-1, 2),
+            )
+        )
     return out
 
 
 # --- packing -------------------------------------------------------------------------------------
-def first_fit(lengths: Sequence[int], order: Sequence[int], seq_len: int,
-              counts: Sequence[tuple[int, int]] = (), caps: tuple[int, ...] = ()) -> list[list[int]]:
+def first_fit(
+    lengths: Sequence[int],
+    order: Sequence[int],
+    seq_len: int,
+    counts: Sequence[tuple[int, int]] = (),
+    caps: tuple[int, ...] = (),
+) -> list[list[int]]:
     """Assign items (visited in ``order``) to rows: the first row with room for the item's
     length and, per extra resource r, ``counts[item][r]`` more under ``caps[r]``."""
     room = np.zeros(0, np.int64)
@@ -129,11 +140,11 @@ def pack_sft(items: Sequence[EncodedSFT], order: Sequence[int], seq_len: int) ->
         at = 0
         for s, i in enumerate(members, 1):
             ids, n = items[i].ids, len(items[i].ids)
-            out["tokens"][r, at:at + n] = ids
-            out["positions"][r, at:at + n] = np.arange(n)
-            out["segments"][r, at:at + n] = s
-            out["targets"][r, at:at + n - 1] = ids[1:]
-            out["weights"][r, at + max(items[i].n_prompt - 1, 0):at + n - 1] = 1.0
+            out["tokens"][r, at : at + n] = ids
+            out["positions"][r, at : at + n] = np.arange(n)
+            out["segments"][r, at : at + n] = s
+            out["targets"][r, at : at + n - 1] = ids[1:]
+            out["weights"][r, at + max(items[i].n_prompt - 1, 0) : at + n - 1] = 1.0
             at += n
     return out
 
@@ -147,8 +158,7 @@ def group_caps(items: Sequence[EncodedGroup], seq_len: int) -> tuple[int, int]:
     return -(-c // 8) * 8, -(-p // 8) * 8
 
 
-def pack_groups(items: Sequence[EncodedGroup], order: Sequence[int], seq_len: int,
-                caps: tuple[int, int]) -> Rows:
+def pack_groups(items: Sequence[EncodedGroup], order: Sequence[int], seq_len: int, caps: tuple[int, int]) -> Rows:
     """tokens, positions, segments, branches [R, T]; per candidate slot [R, C]: cand_index
     (its last token), cand_mask, cand_q, cand_label; per pair [R, P]: pair_a (preferred
     slot), pair_b, pair_w = 1 / (pairs of its prefix), 0 for padding, so a batch's loss
@@ -156,29 +166,38 @@ def pack_groups(items: Sequence[EncodedGroup], order: Sequence[int], seq_len: in
     counts = [(len(g.cands), len(g.pairs)) for g in items]
     rows = first_fit([g.length for g in items], order, seq_len, counts, caps)
     t = {k: np.zeros((len(rows), seq_len), np.int32) for k in ("tokens", "positions", "segments", "branches")}
-    c = {k: np.zeros((len(rows), caps[0]), dt) for k, dt in
-         (("cand_index", np.int32), ("cand_mask", np.float32), ("cand_q", np.float32), ("cand_label", np.float32))}
-    p = {k: np.zeros((len(rows), caps[1]), dt) for k, dt in
-         (("pair_a", np.int32), ("pair_b", np.int32), ("pair_w", np.float32))}
+    c = {
+        k: np.zeros((len(rows), caps[0]), dt)
+        for k, dt in (
+            ("cand_index", np.int32),
+            ("cand_mask", np.float32),
+            ("cand_q", np.float32),
+            ("cand_label", np.float32),
+        )
+    }
+    p = {
+        k: np.zeros((len(rows), caps[1]), dt)
+        for k, dt in (("pair_a", np.int32), ("pair_b", np.int32), ("pair_w", np.float32))
+    }
     for r, members in enumerate(rows):
         at = slot = npair = 0
         for s, i in enumerate(members, 1):
             g = items[i]
             n = len(g.prefix)
-            t["tokens"][r, at:at + n], t["positions"][r, at:at + n] = g.prefix, np.arange(n)
-            t["segments"][r, at:at + n] = s
+            t["tokens"][r, at : at + n], t["positions"][r, at : at + n] = g.prefix, np.arange(n)
+            t["segments"][r, at : at + n] = s
             at, first = at + n, slot
             for cand, q, label in zip(g.cands, g.q, g.label):
                 m = len(cand)
-                t["tokens"][r, at:at + m], t["positions"][r, at:at + m] = cand, n + np.arange(m)
-                t["segments"][r, at:at + m], t["branches"][r, at:at + m] = s, slot + 1
+                t["tokens"][r, at : at + m], t["positions"][r, at : at + m] = cand, n + np.arange(m)
+                t["segments"][r, at : at + m], t["branches"][r, at : at + m] = s, slot + 1
                 c["cand_index"][r, slot], c["cand_mask"][r, slot] = at + m - 1, 1.0
                 c["cand_q"][r, slot], c["cand_label"][r, slot] = q, label
                 at, slot = at + m, slot + 1
             k = len(g.pairs)
-            p["pair_a"][r, npair:npair + k] = first + g.pairs[:, 0]
-            p["pair_b"][r, npair:npair + k] = first + g.pairs[:, 1]
-            p["pair_w"][r, npair:npair + k] = 1.0 / k
+            p["pair_a"][r, npair : npair + k] = first + g.pairs[:, 0]
+            p["pair_b"][r, npair : npair + k] = first + g.pairs[:, 1]
+            p["pair_w"][r, npair : npair + k] = 1.0 / k
             npair += k
     return {**t, **c, **p}
 
@@ -218,6 +237,6 @@ class RowStream:
         while want:
             rows = self.epoch(e)
             take = min(want, self.rows_in_epoch(e) - start)
-            parts.append({k: v[start:start + take] for k, v in rows.items()})
+            parts.append({k: v[start : start + take] for k, v in rows.items()})
             want, start, e = want - take, 0, e + 1
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,10 +1,11 @@
 """Training settings (frozen dataclasses; YAML + key=value through ``rstar_jax.config.load_config``).
 
-Defaults follow the official rStar-Math recipe (DESIGN.md §11: SFT lr 7e-6, 2
+Defaults follow the official rStar-Math recipe (docs/DESIGN.md §10: SFT lr 7e-6, 2
 epochs, batch 128, weight decay 0.1, linear schedule; PPM lr 7e-6, 1 epoch,
 batch 512), which assumes a pretrained 7B model: a small model trained from
 scratch wants a larger ``lr``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,8 +68,7 @@ class SFTConfig(TrainConfig):
 class CopyWarmupConfig(TrainConfig):
     """The copy warm-up of a from-scratch base model (``rstar_jax.train.copy_warmup``).
     steps: 0 skips it. Each sequence is 2 x L tokens, L uniform in [min_len, max_len], ``items`` of
-    them; a constant ``lr`` after warm-up (a decaying one stalled the circuit's formation on a
-    600-step schedule)."""
+    them; a constant ``lr`` after warm-up (why: docs/DEMO_LOG.md)."""
 
     lr: float = 1e-3
     schedule: str = "constant"

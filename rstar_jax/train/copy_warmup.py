@@ -1,16 +1,12 @@
 """Copy warm-up of a from-scratch model: random token sequences, each followed by itself.
 
-The paper's policy starts from a pretrained model, which already copies spans from
-its context (induction heads). A randomly initialised one does not, and on the
-embedded domain's SFT data it did not learn to within the demo's budget: the
-digits it must copy from the question stayed at uniform loss while the format,
-names and nouns were learned (README, "The embedded default"). On this task
-copying is the only way to lower the loss, so the circuit forms first, in a few
-hundred steps, and SFT then starts from a model that can copy. The sequences are
-uniform random tokens of random length (no fixed offset to exploit), drawn from
-the non-special vocabulary; nothing about the domain's problems or solutions is
-in them.
+Stands in for pretraining: it forms the copying (induction) circuit a pretrained base
+model already has, so SFT starts from a model that can copy (why: docs/DEMO_LOG.md,
+"Why the code is as it is"). The sequences are uniform random tokens of random
+length (no fixed offset to exploit), drawn from the non-special vocabulary; nothing
+about the domain's problems or solutions is in them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +34,9 @@ def copy_items(cfg: CopyWarmupConfig, token_ids: np.ndarray) -> list[EncodedSFT]
     return out
 
 
-def copy_warmup(init: tuple[ModelConfig, dict], token_ids: np.ndarray, log_dir: str, cfg: CopyWarmupConfig
-                ) -> tuple[ModelConfig, dict]:
+def copy_warmup(
+    init: tuple[ModelConfig, dict], token_ids: np.ndarray, log_dir: str, cfg: CopyWarmupConfig
+) -> tuple[ModelConfig, dict]:
     """Train ``init`` on the copy task over ``token_ids`` (the non-special ids); metrics (TensorBoard,
     ``metrics.jsonl``, ``summary.json``) to ``log_dir``; returns (config, float32 params)."""
     meta = {"kind": "copy_warmup", "config": dataclasses.asdict(cfg)}

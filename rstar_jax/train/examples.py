@@ -34,6 +34,7 @@ two texts are >= ``min_edit_distance`` characters apart. Final groups (prefix
 min Q)) vs whole wrong ones (worst first), same counts, edit distance filter
 only (the outcome is the label, not Q). Ties always break by node index.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,6 +45,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from rstar_jax.io import atomic_write_text, read_jsonl, write_jsonl
 from rstar_jax.search.records import TreeRecord, mean_q, min_q, path_to, read_records
 from rstar_jax.steps import build_prompt
 
@@ -69,7 +71,9 @@ class SFTExample:
 
 
 @dataclasses.dataclass(frozen=True)
-class Candidate:
+class Continuation:
+    """One candidate continuation of a pair group's prefix: its text, Q and node index."""
+
     text: str
     q: float
     node: int
@@ -84,8 +88,8 @@ class PairGroup:
     prompt: str
     prefix: str
     node: int
-    pos: tuple[Candidate, ...]
-    neg: tuple[Candidate, ...]
+    pos: tuple[Continuation, ...]
+    neg: tuple[Continuation, ...]
     pairs: tuple[tuple[int, int], ...]
 
 
@@ -137,8 +141,7 @@ def sft_examples(record: TreeRecord, cfg: ExtractConfig) -> list[SFTExample]:
         if text in seen:
             continue
         seen.add(text)
-        out.append(SFTExample(record.problem_id, build_prompt(record.question), text,
-                              *_rank_key(record, p), tuple(p)))
+        out.append(SFTExample(record.problem_id, build_prompt(record.question), text, *_rank_key(record, p), tuple(p)))
         if len(out) == cfg.sft_per_problem:
             break
     return out
@@ -155,7 +158,7 @@ def edit_distance(a: str, b: str, cap: int) -> int:
     j = 0
     while j < min(len(a), len(b)) and a[-1 - j] == b[-1 - j]:
         j += 1
-    a, b = a[:len(a) - j], b[:len(b) - j]
+    a, b = a[: len(a) - j], b[: len(b) - j]
     if abs(len(a) - len(b)) >= cap:
         return cap
     if not a or not b:
@@ -168,7 +171,7 @@ def edit_distance(a: str, b: str, cap: int) -> int:
         cur[0] = min(x, big)
         for y in range(lo, hi + 1):
             cur[y] = min(prev[y] + 1, cur[y - 1] + 1, prev[y - 1] + (a[x - 1] != b[y - 1]), big)
-        if min(cur[lo - 1:hi + 1]) >= big:
+        if min(cur[lo - 1 : hi + 1]) >= big:
             return cap
         prev = cur
     return min(prev[len(b)], cap)
@@ -177,14 +180,22 @@ def edit_distance(a: str, b: str, cap: int) -> int:
 def _select(pos: list, neg: list, cfg: ExtractConfig) -> tuple[list, list]:
     """``per_side`` vs ``per_side``, or 1 vs up to ``single_side_max`` when a side has one (lists pre-sorted)."""
     if len(pos) == 1:
-        return pos, neg[:cfg.single_side_max]
+        return pos, neg[: cfg.single_side_max]
     if len(neg) == 1:
-        return pos[:cfg.single_side_max], neg
-    return pos[:cfg.per_side], neg[:cfg.per_side]
+        return pos[: cfg.single_side_max], neg
+    return pos[: cfg.per_side], neg[: cfg.per_side]
 
 
-def _group(record: TreeRecord, kind: str, prefix: str, node: int, pos: list[Candidate], neg: list[Candidate],
-           cfg: ExtractConfig, counts: dict) -> PairGroup | None:
+def _group(
+    record: TreeRecord,
+    kind: str,
+    prefix: str,
+    node: int,
+    pos: list[Continuation],
+    neg: list[Continuation],
+    cfg: ExtractConfig,
+    counts: dict,
+) -> PairGroup | None:
     pos, neg = _select(pos, neg, cfg)
     pairs = []
     for i, p in enumerate(pos):
@@ -199,9 +210,16 @@ def _group(record: TreeRecord, kind: str, prefix: str, node: int, pos: list[Cand
         return None
     used_p, used_n = sorted({i for i, _ in pairs}), sorted({j for _, j in pairs})
     remap_p, remap_n = {i: k for k, i in enumerate(used_p)}, {j: k for k, j in enumerate(used_n)}
-    return PairGroup(record.problem_id, kind, build_prompt(record.question), prefix, node,
-                     tuple(pos[i] for i in used_p), tuple(neg[j] for j in used_n),
-                     tuple((remap_p[i], remap_n[j]) for i, j in pairs))
+    return PairGroup(
+        record.problem_id,
+        kind,
+        build_prompt(record.question),
+        prefix,
+        node,
+        tuple(pos[i] for i in used_p),
+        tuple(neg[j] for j in used_n),
+        tuple((remap_p[i], remap_n[j]) for i, j in pairs),
+    )
 
 
 def pair_groups(record: TreeRecord, cfg: ExtractConfig, counts: dict | None = None) -> list[PairGroup]:
@@ -213,7 +231,7 @@ def pair_groups(record: TreeRecord, cfg: ExtractConfig, counts: dict | None = No
         children.setdefault(n.parent, []).append(n.index)
     groups = []
     for parent, kids in sorted(children.items()):
-        cand = {k: Candidate(record.nodes[k].text, record.nodes[k].q, k) for k in kids}
+        cand = {k: Continuation(record.nodes[k].text, record.nodes[k].q, k) for k in kids}
         pos = sorted((cand[k] for k in kids if labels[k] == 1), key=lambda c: (-c.q, c.node))
         neg = sorted((cand[k] for k in kids if labels[k] == -1), key=lambda c: (c.q, c.node))
         if pos and neg:
@@ -225,16 +243,18 @@ def pair_groups(record: TreeRecord, cfg: ExtractConfig, counts: dict | None = No
         wrong = [p for p in trajs if record.nodes[p[-1]].correct is False]
         right.sort(key=lambda p: (tuple(-x for x in _rank_key(record, p)), p[-1]))
         wrong.sort(key=lambda p: (_rank_key(record, p), p[-1]))
-        to_cand = lambda p: Candidate(_text(record, p), mean_q(record, p), p[-1])  # noqa: E731
+        to_cand = lambda p: Continuation(_text(record, p), mean_q(record, p), p[-1])  # noqa: E731
         if right and wrong:
-            groups.append(_group(record, "final", "", 0, [to_cand(p) for p in right], [to_cand(p) for p in wrong],
-                                 cfg, counts))
+            groups.append(
+                _group(record, "final", "", 0, [to_cand(p) for p in right], [to_cand(p) for p in wrong], cfg, counts)
+            )
     return [g for g in groups if g is not None]
 
 
 # --- the whole extraction ------------------------------------------------------------------
-def extract(records: Iterable[TreeRecord], cfg: ExtractConfig = ExtractConfig()
-            ) -> tuple[list[SFTExample], list[PairGroup], dict]:
+def extract(
+    records: Iterable[TreeRecord], cfg: ExtractConfig = ExtractConfig()
+) -> tuple[list[SFTExample], list[PairGroup], dict]:
     """SFT examples, pair groups and statistics from tree records."""
     sft, groups, per_problem = [], [], []
     counts = {"dropped_margin": 0, "dropped_edit_distance": 0}
@@ -251,11 +271,15 @@ def extract(records: Iterable[TreeRecord], cfg: ExtractConfig = ExtractConfig()
         raise ValueError("no tree records to extract from")
     margins = [g.pos[i].q - g.neg[j].q for g in groups if g.kind == "step" for i, j in g.pairs]
     stats = {
-        "problems": n, "problems_with_sft": solved, "sft_examples": len(sft),
-        "pair_groups": len(groups), "pairs": int(sum(per_problem)),
+        "problems": n,
+        "problems_with_sft": solved,
+        "sft_examples": len(sft),
+        "pair_groups": len(groups),
+        "pairs": int(sum(per_problem)),
         "step_pairs": sum(len(g.pairs) for g in groups if g.kind == "step"),
         "final_pairs": sum(len(g.pairs) for g in groups if g.kind == "final"),
-        "pairs_per_problem_mean": float(np.mean(per_problem)), "pairs_per_problem_max": int(max(per_problem)),
+        "pairs_per_problem_mean": float(np.mean(per_problem)),
+        "pairs_per_problem_max": int(max(per_problem)),
         "problems_with_pairs": int(sum(c > 0 for c in per_problem)),
         "q_margin_mean": float(np.mean(margins)) if margins else None,
         "q_margin_min": float(np.min(margins)) if margins else None,
@@ -286,62 +310,63 @@ def load_trees(paths: Sequence[str | os.PathLike]) -> list[TreeRecord]:
     return [r for f in tree_files(paths) for r in read_records(f)]
 
 
-def _write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def _read_jsonl(path: str | os.PathLike, build) -> list:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(build(json.loads(line)))
-                except (KeyError, TypeError, ValueError) as e:
-                    raise ValueError(f"{path}:{lineno}: bad record ({type(e).__name__}: {e})") from None
-    return out
+    def checked(d):
+        try:
+            return build(d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"bad record ({type(e).__name__}: {e})") from None
+
+    return list(read_jsonl(path, checked))
 
 
 def write_sft(examples: Iterable[SFTExample], path: str | os.PathLike) -> None:
-    _write_jsonl((dataclasses.asdict(e) for e in examples), path)
+    write_jsonl(path, (dataclasses.asdict(e) for e in examples))
 
 
 def read_sft(path: str | os.PathLike) -> list[SFTExample]:
     def build(d):
-        return SFTExample(str(d["problem_id"]), str(d["prompt"]), str(d["solution"]), float(d["mean_q"]),
-                          float(d["min_q"]), tuple(int(i) for i in d["nodes"]))
+        return SFTExample(
+            str(d["problem_id"]),
+            str(d["prompt"]),
+            str(d["solution"]),
+            float(d["mean_q"]),
+            float(d["min_q"]),
+            tuple(int(i) for i in d["nodes"]),
+        )
+
     return _read_jsonl(path, build)
 
 
 def write_pairs(groups: Iterable[PairGroup], path: str | os.PathLike) -> None:
-    _write_jsonl((dataclasses.asdict(g) for g in groups), path)
+    write_jsonl(path, (dataclasses.asdict(g) for g in groups))
 
 
 def read_pairs(path: str | os.PathLike) -> list[PairGroup]:
     def build(d):
-        cands = lambda xs: tuple(Candidate(str(c["text"]), float(c["q"]), int(c["node"])) for c in xs)  # noqa: E731
+        cands = lambda xs: tuple(Continuation(str(c["text"]), float(c["q"]), int(c["node"])) for c in xs)  # noqa: E731
         pos, neg = cands(d["pos"]), cands(d["neg"])
         pairs = tuple((int(i), int(j)) for i, j in d["pairs"])
-        if d["kind"] not in ("step", "final") or not pairs or \
-                any(not (0 <= i < len(pos) and 0 <= j < len(neg)) for i, j in pairs):
+        if (
+            d["kind"] not in ("step", "final")
+            or not pairs
+            or any(not (0 <= i < len(pos) and 0 <= j < len(neg)) for i, j in pairs)
+        ):
             raise ValueError("kind must be step/final and pairs must index pos/neg")
-        return PairGroup(str(d["problem_id"]), d["kind"], str(d["prompt"]), str(d["prefix"]), int(d["node"]),
-                         pos, neg, pairs)
+        return PairGroup(
+            str(d["problem_id"]), d["kind"], str(d["prompt"]), str(d["prefix"]), int(d["node"]), pos, neg, pairs
+        )
+
     return _read_jsonl(path, build)
 
 
-def run_extract(trees: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                cfg: ExtractConfig = ExtractConfig()) -> dict:
+def run_extract(
+    trees: Sequence[str | os.PathLike], out_dir: str | os.PathLike, cfg: ExtractConfig = ExtractConfig()
+) -> dict:
     """Read trees, write ``sft.jsonl``, ``pairs.jsonl`` and ``stats.json`` to ``out_dir``; return stats."""
     sft, groups, stats = extract(load_trees(trees), cfg)
     out = Path(out_dir)
     write_sft(sft, out / "sft.jsonl")
     write_pairs(groups, out / "pairs.jsonl")
-    (out / "stats.json").write_text(json.dumps({**stats, "config": dataclasses.asdict(cfg)}, indent=2) + "\n")
+    atomic_write_text(out / "stats.json", json.dumps({**stats, "config": dataclasses.asdict(cfg)}, indent=2) + "\n")
     return stats

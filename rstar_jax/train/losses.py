@@ -3,6 +3,7 @@
 Each ``*_loss(config, params, batch)`` returns ``(loss, metrics)``: a scalar to
 minimise and a dict of float32 scalars (means over the global batch).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,9 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 def sft_loss(config: ModelConfig, params, batch) -> tuple[jax.Array, dict]:
     """Mean next-token NLL over solution tokens (``weights``) of packed rows."""
-    h = hidden_states(config, params, batch["tokens"], positions=batch["positions"],
-                      attn_mask=packed_mask(batch["segments"]))
+    h = hidden_states(
+        config, params, batch["tokens"], positions=batch["positions"], attn_mask=packed_mask(batch["segments"])
+    )
     nll = token_nll(project(config, params, h), batch["targets"])
     loss = _masked_mean(nll, batch["weights"])
     return loss, {"loss": loss, "target_tokens": jnp.sum(batch["weights"])}
@@ -53,8 +55,13 @@ def bt_loss(r_pos: jax.Array, r_neg: jax.Array, w: jax.Array) -> jax.Array:
 
 def candidate_scores(config: ModelConfig, params, batch) -> jax.Array:
     """Raw value-head scores [B, C] of every candidate's last token (prefix computed once)."""
-    h = hidden_states(config, params, batch["tokens"], positions=batch["positions"],
-                      attn_mask=packed_mask(batch["segments"], batch["branches"]))
+    h = hidden_states(
+        config,
+        params,
+        batch["tokens"],
+        positions=batch["positions"],
+        attn_mask=packed_mask(batch["segments"], batch["branches"]),
+    )
     last = jnp.take_along_axis(h, batch["cand_index"][..., None], axis=1)  # [B, C, D]
     return Transformer(config).apply({"params": params}, last, method=Transformer.score)
 

@@ -1,4 +1,5 @@
 """Training metrics: TensorBoard (tensorboardX), a JSON-lines log and a tqdm bar (process 0 only)."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,13 @@ class MetricsLogger:
         os.makedirs(log_dir, exist_ok=True)
         self._tb = SummaryWriter(os.path.join(log_dir, "tb"))
         self._json = open(os.path.join(log_dir, "metrics.jsonl"), "a", encoding="utf-8")
-        self._bar = tqdm(total=total_steps, initial=initial_step, desc=desc, dynamic_ncols=True,
-                         disable=os.environ.get("RSTAR_NO_PROGRESS") == "1")
+        self._bar = tqdm(
+            total=total_steps,
+            initial=initial_step,
+            desc=desc,
+            dynamic_ncols=True,
+            disable=os.environ.get("RSTAR_NO_PROGRESS") == "1",
+        )
 
     def advance(self, n: int = 1) -> None:
         if self.enabled:

@@ -1,4 +1,5 @@
 """Train state and optimizer: AdamW (optax) with warmup + linear/cosine decay and clipping."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,20 +46,27 @@ def _decay_mask(params):
 def optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
-        optax.adamw(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                    weight_decay=cfg.weight_decay, mask=_decay_mask),
+        optax.adamw(
+            schedule(cfg, total_steps),
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            mask=_decay_mask,
+        ),
     )
 
 
 def init_state(params, tx: optax.GradientTransformation, seed: int) -> TrainState:
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params),
-                      jax.random.key_data(jax.random.key(seed)))
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.key_data(jax.random.key(seed)))
 
 
 def cast_floats(tree, dtype):
     """Floating leaves to ``dtype`` (the value head stays float32: the model computes it so)."""
+
     def cast(path, x):
         keep = any(getattr(k, "key", None) == "value_head" for k in path)
         return x if keep or not jnp.issubdtype(x.dtype, jnp.floating) else x.astype(dtype)
+
     return jax.tree_util.tree_map_with_path(cast, tree)

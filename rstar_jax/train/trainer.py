@@ -8,6 +8,7 @@ same code runs on one CPU, 8 fake devices, or several hosts after
 of its devices its shard). Checkpoints hold the whole state; a run resumes from
 the latest one and continues exactly as if never stopped.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,11 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from rstar_jax.models import ModelConfig
 from rstar_jax.models.sharding import batch_sharding, make_mesh, param_shardings, shard_params
-from rstar_jax.train.batching import RowStream, Rows
+from rstar_jax.shapes import check_shapes
+from rstar_jax.train.batching import Rows, RowStream
 from rstar_jax.train.checkpoint import Checkpointer
 from rstar_jax.train.config import TrainConfig
 from rstar_jax.train.metrics import MetricsLogger
@@ -56,9 +59,11 @@ def total_steps(cfg: TrainConfig, stream: RowStream) -> int:
 
 def _put(rows: Rows, mesh) -> dict[str, jax.Array]:
     """Host rows (the same global batch on every process) -> globally sharded arrays."""
+
     def put(x):
         sh = batch_sharding(mesh, x.ndim)
         return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
+
     return {k: put(v) for k, v in rows.items()}
 
 
@@ -86,8 +91,9 @@ class StepSpec:
         """Params and their optimizer moments by the model's sharding rules; scalars replicated."""
         repl = NamedSharding(self.mesh, P())
         params_sh = param_shardings(state.params, self.mesh)
-        opt_sh = optax.tree_map_params(self.tx(), lambda _, s: s, state.opt_state, params_sh,
-                                       transform_non_params=lambda _: repl)
+        opt_sh = optax.tree_map_params(
+            self.tx(), lambda _, s: s, state.opt_state, params_sh, transform_non_params=lambda _: repl
+        )
         return TrainState(repl, params_sh, opt_sh, repl)
 
 
@@ -99,11 +105,28 @@ def _init(spec: StepSpec, params, seed) -> TrainState:
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
 def _train_step(spec: StepSpec, state: TrainState, batch) -> tuple[TrainState, dict]:
+    """One optimizer step on a packed batch (``batching.pack_sft`` / ``pack_groups``): token fields
+    [rows, seq_len], candidate fields [rows, C], pair fields [rows, P]."""
+    dims = {
+        "tokens": "Rows T",
+        "positions": "Rows T",
+        "segments": "Rows T",
+        "targets": "Rows T",
+        "weights": "Rows T",
+        "branches": "Rows T",
+        "cand_index": "Rows C",
+        "cand_mask": "Rows C",
+        "cand_q": "Rows C",
+        "cand_label": "Rows C",
+        "pair_a": "Rows P",
+        "pair_b": "Rows P",
+        "pair_w": "Rows P",
+    }
+    check_shapes("train_step", **{k: (v, dims[k]) for k, v in batch.items()})
     (_, metrics), grads = jax.value_and_grad(spec.loss, has_aux=True)(state.params, batch)
     updates, opt_state = spec.tx().update(grads, state.opt_state, state.params)
     new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state, state.rng)
-    metrics = {**metrics, "grad_norm": optax.global_norm(grads),
-               "lr": schedule(spec.cfg, spec.total_steps)(state.step)}
+    metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": schedule(spec.cfg, spec.total_steps)(state.step)}
     return jax.lax.with_sharding_constraint(new, spec.shardings(new)), metrics
 
 
@@ -132,14 +155,27 @@ class Trainer:
             raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {shards} data-parallel shards")
         self.total_steps = total_steps(cfg, self.stream)
         # the seed only seeds the state: runs that differ in it alone share compiled steps
-        self.spec = StepSpec(self.loss_fn, self.model_config, dataclasses.replace(cfg, seed=0), self.total_steps,
-                             self.mesh)
-        self.meta = {**self.meta, "total_steps": self.total_steps, "batch_size": cfg.batch_size,
-                     "seq_len": cfg.seq_len, "seed": cfg.seed, "compute_dtype": cfg.compute_dtype}
+        self.spec = StepSpec(
+            self.loss_fn, self.model_config, dataclasses.replace(cfg, seed=0), self.total_steps, self.mesh
+        )
+        self.meta = {
+            **self.meta,
+            "total_steps": self.total_steps,
+            "batch_size": cfg.batch_size,
+            "seq_len": cfg.seq_len,
+            "seed": cfg.seed,
+            "compute_dtype": cfg.compute_dtype,
+        }
 
     # --- the loop ----------------------------------------------------------------------------
-    def fit(self, params, eval_fn: Callable[[Any], dict] | None = None, eval_every: int = 0,
-            callback: Callable[[int, dict], None] | None = None, desc: str = "train") -> tuple[Any, dict]:
+    def fit(
+        self,
+        params,
+        eval_fn: Callable[[Any], dict] | None = None,
+        eval_every: int = 0,
+        callback: Callable[[int, dict], None] | None = None,
+        desc: str = "train",
+    ) -> tuple[Any, dict]:
         """Train to ``total_steps`` (resuming from the latest checkpoint); returns (params, summary)."""
         cfg = self.cfg
         state = _init(self.spec, shard_params(params, self.mesh), cfg.seed)
@@ -149,8 +185,10 @@ class Trainer:
             state, meta = ckpt.restore(state)
             diff = {k: (meta.get(k), v) for k, v in self.meta.items() if meta.get(k) != v}
             if diff:
-                raise ValueError(f"checkpoint {self.ckpt_dir} step {start} was made with other settings "
-                                 f"(checkpoint, now): {diff}; use a new checkpoint folder")
+                raise ValueError(
+                    f"checkpoint {self.ckpt_dir} step {start} was made with other settings "
+                    f"(checkpoint, now): {diff}; use a new checkpoint folder"
+                )
         start = start or 0
         log = MetricsLogger(self.log_dir, self.total_steps, start, desc)
         summary: dict = {"start_step": start}
@@ -166,7 +204,8 @@ class Trainer:
                     ckpt.wait()
                     raise TrainingDiverged(
                         f"non-finite loss {metrics['loss']} / grad norm {metrics['grad_norm']} at step {s + 1}; "
-                        f"last good checkpoint: step {ckpt.latest_step()} in {self.ckpt_dir}")
+                        f"last good checkpoint: step {ckpt.latest_step()} in {self.ckpt_dir}"
+                    )
                 log.advance()
                 done = s + 1
                 if done % cfg.log_every == 0 or done == self.total_steps:
@@ -197,7 +236,7 @@ class Trainer:
         b, n = self.cfg.batch_size, len(rows["tokens"])
         totals: dict[str, float] = {}
         for i in range(0, n, b):
-            chunk = {k: v[i:i + b] for k, v in rows.items()}
+            chunk = {k: v[i : i + b] for k, v in rows.items()}
             pad = b - len(chunk["tokens"])
             chunk = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in chunk.items()}
             m = {k: float(v) for k, v in jax.device_get(_eval_step(self.spec, params, _put(chunk, self.mesh))).items()}
@@ -213,6 +252,7 @@ def gather_params(params):
     """Params as host numpy arrays, gathered across processes when sharded over several hosts."""
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         return multihost_utils.process_allgather(params, tiled=True)
     return jax.device_get(params)
 

@@ -57,3 +57,16 @@ def run_with_devices(code: str, n: int = 8, timeout: int = 300) -> str:
     if out.returncode != 0:
         raise AssertionError(f"subprocess failed:\n{out.stdout}\n{out.stderr}")
     return out.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """(config, params, torch model, tokenizer); the model knows no eos (runs to the limit)."""
+    from rstar_jax import models
+    from tests.engine_helpers import make_tokenizer
+
+    tokenizer = make_tokenizer()
+    path = tmp_path_factory.mktemp("engine_ckpt")
+    model = make_hf_checkpoint(path, "qwen2", vocab_size=len(tokenizer), max_position_embeddings=128)
+    config, params = models.load_hf(str(path))
+    return config, params, model, tokenizer

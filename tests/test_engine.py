@@ -16,69 +16,10 @@ import pytest
 import torch
 
 from rstar_jax import models
-from rstar_jax.engine import Engine, decode, scoring
+from rstar_jax.engine import Engine
 from rstar_jax.engine.sampling import truncate_logits
 from rstar_jax.engine.stops import cut_at_stop, first_stop
-from rstar_jax.steps import SPECIAL_TOKENS
-from tests.conftest import make_hf_checkpoint
-
-jit_logits = jax.jit(models.logits, static_argnums=0)
-
-CORPUS = [
-    "the cat sat on the mat and the dog sat on the log",
-    "x = 3 + 4\nprint(x * 2)\n# add the numbers then print",
-    "1234567890 apples, pears; bananas!",
-] * 3
-
-
-def make_tokenizer():
-    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
-    from tokenizers import models as tmodels
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(tmodels.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<pad>", "<eos>", *SPECIAL_TOKENS]
-    # ASCII-only alphabet: any id sequence decodes to valid text (no split UTF-8 sequences)
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=160, special_tokens=specials, show_progress=False))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        additional_special_tokens=list(SPECIAL_TOKENS),
-        clean_up_tokenization_spaces=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(config, params, torch model, tokenizer); the model knows no eos (runs to the limit)."""
-    tokenizer = make_tokenizer()
-    path = tmp_path_factory.mktemp("engine_ckpt")
-    model = make_hf_checkpoint(path, "qwen2", vocab_size=len(tokenizer), max_position_embeddings=128)
-    config, params = models.load_hf(str(path))
-    return config, params, model, tokenizer
-
-
-def prompts_of(lengths, vocab, seed=0):
-    rng = np.random.RandomState(seed)
-    return [list(map(int, rng.randint(2, vocab, n))) for n in lengths]
-
-
-def full_logits(config, params, seq, width=64):
-    """Logits [len(seq), V] of one full forward (right-padded to one shape: one compile)."""
-    ids = np.zeros((1, width), np.int32)
-    ids[0, : len(seq)] = seq
-    return np.asarray(jit_logits(config, params, jnp.asarray(ids)))[0, : len(seq)].astype(np.float64)
-
-
-def full_logprob(config, params, prompt, completion):
-    """Sum of log p(completion | prompt) from one full forward."""
-    lg = full_logits(config, params, list(prompt) + list(completion))
-    lp = lg - np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True)) - lg.max(-1, keepdims=True)
-    return float(sum(lp[len(prompt) - 1 + i, t] for i, t in enumerate(completion)))
-
+from tests.engine_helpers import compiled, full_logits, full_logprob, prompts_of
 
 LENGTHS = [3, 11, 7, 9]  # one (batch, length) bucket for the greedy tests
 NEW = 12
@@ -116,15 +57,6 @@ def test_greedy_matches_transformers_and_never_recompiles(tiny):
     # same buckets: other prompts of lengths <= 12, fewer new tokens, other chunking -> no compile
     engine.generate(prompts_of([12, 9, 10, 5], config.vocab_size, seed=1), max_new_tokens=9, temperature=0.0)
     assert compiled() == counts
-
-
-def compiled() -> dict[str, int]:
-    """Programs each jitted engine function has compiled so far: a new one means a retrace."""
-    fns = {
-        name: getattr(decode, name)
-        for name in ("draw_uniforms", "prefill", "grow", "decode", "compact", "extract_prefixes")
-    }
-    return {name: fn._cache_size() for name, fn in {**fns, "score": scoring._score_batch}.items()}
 
 
 def test_stop_strings_and_finish_reasons(tiny):
@@ -285,31 +217,6 @@ def test_truncate_logits_unit():
     assert keep(1e-6, 0).tolist() == [False, True, False, False]  # the top token always stays
 
 
-def test_continue_from_cached_prefix(tiny):
-    config, params, _, _ = tiny
-    engine = Engine(config, params)
-    prompts = prompts_of([5, 9], config.vocab_size, seed=5)
-    first, _ = engine.generate(prompts, n=2, max_new_tokens=NEW, temperature=1.0, seed=[1, 2], return_prefix=True)
-    comps = [c for o in first for c in o]
-    for p, o in zip(prompts, first):
-        for c in o:
-            assert c.prefix.tokens == tuple(p) + c.token_ids[:-1]  # the KV the rows hold
-    # three prompts continue their prefix's text (+ 2 appended tokens); the fourth leaves it after 4 tokens
-    longer = [p + list(c.token_ids) + [7, 8] for p, o in zip(prompts, first) for c in o]
-    longer[3] = list(comps[3].prefix.tokens[:4]) + [3, 3, 3]
-    seeds = [3, 4, 5, 6]
-    cont, stats = engine.generate(
-        longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds, prefixes=[c.prefix for c in comps]
-    )
-    # reused: all but the last completion token and the 2 appended; the common 4 of the fourth
-    assert stats.prefix_reused == sum(len(q) - 3 for q in longer[:3]) + 4
-    fresh, stats = engine.generate(longer, n=2, max_new_tokens=NEW, temperature=1.0, seed=seeds)
-    assert stats.prefix_reused == 0
-    for o, r in zip(cont, fresh):
-        for c, d in zip(o, r):
-            assert c.token_ids == d.token_ids and c.logprob == pytest.approx(d.logprob, abs=1e-4)
-
-
 def test_bad_input(tiny):
     config, params, _, tokenizer = tiny
     engine = Engine(config, params, tokenizer)
@@ -327,24 +234,6 @@ def test_bad_input(tiny):
         engine.generate(["the cat"], stop=("",))
     with pytest.raises(ValueError, match="text 1"):
         engine.score([[1, 2], [3] * (config.max_position_embeddings + 1)])
-
-
-def test_ppm_scores_batched(tiny):
-    config, params, _, _ = tiny
-    pconfig, pparams = models.init_value_head(config, params, jax.random.key(1))
-    engine = Engine(pconfig, pparams)
-    texts = prompts_of([3, 17, 9, 30, 12], config.vocab_size, seed=6)
-    got = engine.score(texts)
-    ids, mask = np.zeros((len(texts), 32), np.int32), np.zeros((len(texts), 32), np.int32)
-    for i, t in enumerate(texts):  # right padding here, left padding in the engine
-        ids[i, : len(t)], mask[i, : len(t)] = t, 1
-    ref = jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask)
-    np.testing.assert_allclose(got, ref, atol=1e-5)
-    counts = compiled()
-    engine.score(prompts_of([4, 15, 10, 29, 11], config.vocab_size, seed=7))  # same buckets
-    assert compiled() == counts
-    with pytest.raises(ValueError, match="value head"):
-        Engine(config, params).score(texts)
 
 
 @pytest.mark.slow
@@ -388,31 +277,6 @@ def test_bench_engine_smoke(tmp_path):
     assert all(row["tokens_per_s"] > 0 and row["roofline_pct"] > 0 for row in r["results"])
 
 
-def test_ppm_scores_grouped_share_prefix(tiny):
-    """Siblings scored over their shared prefix (once) equal full-sequence scores."""
-    config, params, _, _ = tiny
-    pconfig, pparams = models.init_value_head(config, params, jax.random.key(2))
-    engine = Engine(pconfig, pparams)
-    rng = np.random.default_rng(3)
-    stems = prompts_of([20, 7, 1], config.vocab_size, seed=8)
-    texts, groups = [], []
-    for g, stem in enumerate(stems):
-        for _ in range(int(rng.integers(1, 5))):
-            texts.append(list(stem) + rng.integers(1, config.vocab_size, int(rng.integers(1, 9))).tolist())
-            groups.append(g)
-    texts.append(list(stems[0]))  # a member that is the whole shared prefix
-    groups.append(0)
-    ref = engine.score(texts)
-    got = engine.score(texts, groups=groups)
-    np.testing.assert_allclose(got, ref, atol=1e-5)
-    ids, mask = np.zeros((len(texts), 32), np.int32), np.zeros((len(texts), 32), np.int32)
-    for i, t in enumerate(texts):
-        ids[i, : len(t)], mask[i, : len(t)] = t, 1
-    np.testing.assert_allclose(
-        got, jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask), atol=1e-5
-    )
-
-
 def test_length_buckets_stop_at_max_len(tiny):
     """With max_len 40 (between buckets 32 and 64) no padded length passes 40, and greedy
     completions, their KV prefixes and PPM scores still match one full forward."""
@@ -438,41 +302,3 @@ def test_length_buckets_stop_at_max_len(tiny):
         jax.jit(models.ppm_scores, static_argnums=0)(pconfig, pparams, ids, mask),
         atol=1e-5,
     )
-
-
-def test_compaction_equals_lockstep(tiny):
-    """Finished prompts leaving the batch between decode calls change no sample, logprob or KV."""
-    config, params, _, _ = tiny
-    # prompts near max_len (128) get smaller budgets, so they finish at different steps
-    prompts = prompts_of([5, 104, 108, 112, 116, 120], config.vocab_size, seed=4)  # budgets 40, 24, ..., 8
-    kw = dict(n=2, max_new_tokens=40, temperature=1.0, seed=[1, 2, 3, 4, 5, 6], return_prefix=True, chunk=4)
-    packed, lockstep = Engine(config, params, compact=True), Engine(config, params)
-    (out, packed_stats), (ref, lockstep_stats) = packed.generate(prompts, **kw), lockstep.generate(prompts, **kw)
-    assert packed_stats.compactions >= 2 and lockstep_stats.compactions == 0
-    assert packed_stats.decode_slots < lockstep_stats.decode_slots
-    assert packed_stats.new_tokens == lockstep_stats.new_tokens == 2 * (40 + 24 + 20 + 16 + 12 + 8)
-    for o, r in zip(out, ref):
-        for c, d in zip(o, r):
-            assert c.token_ids == d.token_ids and c.logprob == pytest.approx(d.logprob, abs=1e-4)
-            m = len(c.prefix.tokens)
-            assert c.prefix.tokens == d.prefix.tokens
-            np.testing.assert_allclose(c.prefix.k[..., :m], d.prefix.k[..., :m], atol=1e-5)
-            np.testing.assert_allclose(c.prefix.v[..., :m, :], d.prefix.v[..., :m, :], atol=1e-5)
-
-
-def test_compaction_plan_unit(tiny):
-    """Which prompt slots and rows a compaction keeps: every unfinished row, at most half the rows."""
-    config, params, _, _ = tiny
-    engine = Engine(config, params, compact=True)
-    done = np.ones((8, 4), bool)  # 8 prompts x 4 rows
-    done[1, [0, 2]] = False
-    done[6, 3] = False
-    prompts, rows = engine._compaction(done.reshape(-1), 8)
-    # 2 live prompts (a bucket of 2), n' = 2 (the most unfinished rows of one prompt)
-    assert prompts.tolist() == [1, 6] and rows.tolist() == [4, 6, 27, 24]
-    assert not done.reshape(-1)[rows].all() and (~done).sum() == (~done.reshape(-1)[rows]).sum()
-    done[:4, :] = False  # 5 live prompts (a bucket of 6) x 4 rows: more than half of 32
-    assert engine._compaction(done.reshape(-1), 8) is None
-    done[:] = True
-    done[5, 1] = False  # bucket 1 x n' 1
-    assert [a.tolist() for a in engine._compaction(done.reshape(-1), 8)] == [[5], [21]]

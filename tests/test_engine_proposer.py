@@ -6,7 +6,6 @@ from rstar_jax.engine import Engine
 from rstar_jax.search.proposers import PolicyProposer
 from rstar_jax.search.types import ProposalRequest
 from rstar_jax.steps import STEP_STOPS, build_prompt, output_block
-from tests.test_engine import tiny  # noqa: F401  (the shared checkpoint fixture)
 
 MAX_STEP = 12
 
@@ -15,7 +14,7 @@ def texts(proposal):
     return [[c.text for c in cs] for cs in proposal.candidates]
 
 
-def test_policy_proposer(tiny):  # noqa: F811
+def test_policy_proposer(tiny):
     config, params, _, tokenizer = tiny
     engine = Engine(config, params, tokenizer)
     proposer = PolicyProposer(engine, max_step_tokens=MAX_STEP)

@@ -2,13 +2,10 @@
 
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.models.hf_io import CheckpointError, load_hf, save_hf
+from rstar_jax.models.kv_cache import KVCache, SharedPrefix, branch_cache, init_cache
 from rstar_jax.models.transformer import (
-    KVCache,
-    SharedPrefix,
-    branch_cache,
     forward_cached,
     hidden_states,
-    init_cache,
     init_params,
     init_value_head,
     last_token_index,

@@ -12,65 +12,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-from flax import struct
 
+from rstar_jax.models.attention import cached_attend, causal_attend
 from rstar_jax.models.config import ModelConfig
+from rstar_jax.models.kv_cache import KVCache
 
 Params = dict[str, Any]
-
-
-@struct.dataclass
-class SharedPrefix:
-    """Read-only KV of Bp prompts continued by the B = Bp x n rows of a cache: row r
-    attends to prompt r // n first (n samples read their prompt's KV once, together).
-
-    k: L x [Bp, Hkv, Dh, P], v: L x [Bp, Hkv, P, Dh], mask: [Bp, P] bool
-    """
-
-    k: tuple[jax.Array, ...]
-    v: tuple[jax.Array, ...]
-    mask: jax.Array
-
-
-@struct.dataclass
-class KVCache:
-    """Fixed-capacity KV cache shared by all rows of a batch.
-
-    k:     L x [B, Hkv, Dh, S]  keys per layer, slots minor (a decode step's
-                                scores then reduce along contiguous memory)
-    v:     L x [B, Hkv, S, Dh]  values per layer
-    mask:  [B, S] bool         slot holds a real (non-pad) token
-    pos:   [B] int32           next RoPE position per row (= real tokens so far)
-    index: [] int32            next slot to write (same for every row)
-    shared: optional SharedPrefix every row sees before its own slots
-    """
-
-    k: tuple[jax.Array, ...]  # one array per layer: a stacked [L, ...] array carried
-    v: tuple[jax.Array, ...]  # through a decode loop is copied whole by XLA:CPU each step
-    mask: jax.Array
-    pos: jax.Array
-    index: jax.Array
-    shared: SharedPrefix | None = None
-
-    @property
-    def capacity(self) -> int:
-        return self.mask.shape[1]
-
-
-def init_cache(config: ModelConfig, batch: int, capacity: int) -> KVCache:
-    kh, dh, dt = config.num_kv_heads, config.head_dim, jnp.dtype(config.dtype)
-    k = tuple(jnp.zeros((batch, kh, dh, capacity), dt) for _ in range(config.num_layers))
-    v = tuple(jnp.zeros((batch, kh, capacity, dh), dt) for _ in range(config.num_layers))
-    return KVCache(k, v, jnp.zeros((batch, capacity), bool), jnp.zeros((batch,), jnp.int32), jnp.zeros((), jnp.int32))
-
-
-def branch_cache(config: ModelConfig, prompts: KVCache, rows: int, capacity: int) -> KVCache:
-    """A cache of ``rows`` rows with ``capacity`` empty slots each, continuing the Bp prompts of
-    ``prompts`` (row r continues prompt r // (rows / Bp)), whose KV they read as a SharedPrefix."""
-    n = rows // prompts.mask.shape[0]
-    return init_cache(config, rows, capacity).replace(
-        pos=jnp.repeat(prompts.pos, n), shared=SharedPrefix(prompts.k, prompts.v, prompts.mask)
-    )
 
 
 def rope_tables(positions: jax.Array, dh: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -121,57 +68,6 @@ def _dense(features, use_bias, dtype, name):
     )
 
 
-ATTN_BLOCK = 64  # query rows per block of the no-cache (training/scoring) attention
-
-
-def _softmax_attend(q, k, v, kv_mask, scale, dt):
-    """q [B,T,Hkv,G,Dh], k/v [B,S,Hkv,Dh], kv_mask [B,T,S] -> [B,T,Hkv,G,Dh]."""
-    s = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
-    s = jnp.where(kv_mask[:, None, None], s, jnp.finfo(jnp.float32).min)
-    return jnp.einsum("bkgts,bskd->btkgd", jax.nn.softmax(s, axis=-1).astype(dt), v)
-
-
-def _causal_attend(q, k, v, kv_mask, scale, dt):
-    """Self-attention under a causal mask (every no-cache mask is one): query block
-    [i, i + ATTN_BLOCK) only reads keys [0, i + ATTN_BLOCK), skipping the masked upper
-    triangle: about 0.6x the attention FLOPs at T=256."""
-    t = q.shape[1]
-    if t <= ATTN_BLOCK:
-        return _softmax_attend(q, k, v, kv_mask, scale, dt)
-    outs = []
-    for i in range(0, t, ATTN_BLOCK):
-        j = min(i + ATTN_BLOCK, t)
-        outs.append(_softmax_attend(q[:, i:j], k[:, :j], v[:, :j], kv_mask[:, i:j, :j], scale, dt))
-    return jnp.concatenate(outs, axis=1)
-
-
-def _cached_attend(q, kv, shared, kv_mask, scale, dt):
-    """q [B,Hkv,T*G,Dh]; kv = (k [B,Hkv,Dh,S], v [B,Hkv,S,Dh]); shared None or
-    (k [Bp,Hkv,Dh,P], v [Bp,Hkv,P,Dh], mask [Bp,P]); kv_mask [B,T,S] -> [B,Hkv,T*G,Dh]."""
-    b, kh, tg, dh = q.shape
-    neg = jnp.finfo(jnp.float32).min
-    s = jnp.einsum("bkqd,bkds->bkqs", q, kv[0], preferred_element_type=jnp.float32) * scale
-    t = kv_mask.shape[1]
-    s = jnp.where(kv_mask[:, None, :, None], s.reshape(b, kh, t, tg // t, -1), neg).reshape(b, kh, tg, -1)
-    if shared is None:
-        return jnp.einsum("bkqs,bksd->bkqd", jax.nn.softmax(s, axis=-1).astype(dt), kv[1])
-    sk, sv, smask = shared
-    bp, p = sk.shape[0], sk.shape[-1]
-    n = b // bp
-
-    def group(x):  # [B,Hkv,TG,X] <-> [Bp,Hkv,n*TG,X]: the n rows of a prompt as one query block
-        return x.reshape(bp, n, kh, tg, -1).transpose(0, 2, 1, 3, 4).reshape(bp, kh, n * tg, -1)
-
-    def ungroup(x):
-        return x.reshape(bp, kh, n, tg, -1).transpose(0, 2, 1, 3, 4).reshape(b, kh, tg, -1)
-
-    ss = jnp.einsum("bkqd,bkds->bkqs", group(q), sk, preferred_element_type=jnp.float32) * scale
-    ss = ungroup(jnp.where(smask[:, None, None, :], ss, neg))
-    pr = jax.nn.softmax(jnp.concatenate([ss, s], axis=-1), axis=-1).astype(dt)
-    shared_o = jnp.einsum("bkqs,bksd->bkqd", group(pr[..., :p]), sv)
-    return ungroup(shared_o) + jnp.einsum("bkqs,bksd->bkqd", pr[..., p:], kv[1])
-
-
 class Attention(nn.Module):
     config: ModelConfig
 
@@ -193,7 +89,7 @@ class Attention(nn.Module):
         scale = c.head_dim**-0.5
         if cache_kv is None:
             return _dense(c.hidden_size, False, dt, "o_proj")(
-                _causal_attend(q, k, v, kv_mask, scale, dt).reshape(b, t, c.num_heads * c.head_dim)
+                causal_attend(q, k, v, kv_mask, scale, dt).reshape(b, t, c.num_heads * c.head_dim)
             ), None
         # write this block into the cache, then attend over the shared prefix and every slot
         new_kv = (
@@ -207,7 +103,7 @@ class Attention(nn.Module):
         # the T queries of a KV head as one axis: with a separate T=1 axis XLA:CPU's decode
         # step ran 2x slower (the batched dots of a [B,Hkv] grid got strided operands)
         q = q.transpose(0, 2, 1, 3, 4).reshape(b, c.num_kv_heads, t * g, c.head_dim)
-        o = _cached_attend(q, new_kv, cache_kv[2], kv_mask, scale, dt)
+        o = cached_attend(q, new_kv, cache_kv[2], kv_mask, scale, dt)
         o = o.reshape(b, c.num_kv_heads, t, g, c.head_dim).transpose(0, 2, 1, 3, 4).reshape(b, t, -1)
         return _dense(c.hidden_size, False, dt, "o_proj")(o), new_kv
 

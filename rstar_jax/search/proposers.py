@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rstar_jax.engine.engine import Engine, Prefix
+from rstar_jax.engine import Engine, Prefix
 from rstar_jax.lru import LRU
 from rstar_jax.search.types import Proposal, ProposalRequest, StepCandidate
 from rstar_jax.steps import STEP_STOPS, build_prompt

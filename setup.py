@@ -22,6 +22,7 @@ setup(
         "safetensors>=0.5",
         "ml_dtypes>=0.5",
         "sympy>=1.13",
+        "math-verify==0.9.0",
         "numpy>=2.0",
         "tqdm>=4.66",
         "pyyaml>=6.0",
@@ -32,4 +33,6 @@ setup(
     extras_require={"test": ["pytest>=8.0", "torch==2.13.0", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["rstar-jax=rstar_jax.cli:main"]},
     include_package_data=True,
+    # the tree viewer's page script and style, inlined into each page it writes
+    package_data={"rstar_jax.viewer": ["*.js", "*.css"]},
 )

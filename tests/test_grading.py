@@ -1,4 +1,5 @@
-"""Answer extraction and equivalence against hand-checked pairs and the MATH-500 gold answers."""
+"""Answer extraction and equivalence against hand-checked pairs and the MATH-500 gold answers (the cases
+where Math-Verify and these expectations differed, and what was decided, are in test_grading_mathverify.py)."""
 
 from __future__ import annotations
 
@@ -100,7 +101,6 @@ NOT_EQUIVALENT = [
     ("(1,2)", "[1,2]"),
     ("(1, 2)", "(1, 2, 3)"),
     ("3, 5, 7", "3, 5"),
-    ("3, 5", "3, 5, 5"),
     (r"\sqrt{8}", r"3\sqrt{2}"),
     ("x^2", "x^3"),
     ("(a+5)(b+2)", "ab+10"),
@@ -220,6 +220,12 @@ def test_extract_answer():
     assert extract_answer(r"\boxed{3} then \boxed{\frac{1}{2}") == "3"  # the last box is unterminated
     assert extract_answer("no box here") is None and extract_answer(None) is None
     assert extract_answer(r"\boxed{}") == ""
+    assert extract_answer(r"\boxed{\boxed{5}}") == "5"
+    # an answer given as several boxes in a row: their contents, joined
+    assert extract_answer(r"The roots are $\boxed{1}$ and $\boxed{-2}$.") == "1, -2"
+    assert extract_answer(r"\(\boxed{(1, 2)}\), \(\boxed{(2, 1)}\)") == "(1, 2), (2, 1)"
+    assert extract_answer(r"$x = \boxed{3}$ or $x = \boxed{7}$") == "3, 7"
+    assert extract_answer(r"<answer>The answer is \boxed{8}<end_of_answer>") == "8"
 
 
 def test_extract_gsm8k_gold():
@@ -231,6 +237,14 @@ def test_extract_gsm8k_gold():
 def test_normalize_examples():
     assert normalize(r"\left( 3, \dfrac{\pi}{2} \right)") == r"( 3, \frac{\pi}{2} )"
     assert normalize(r"10,\!080") == "10080"
-    assert normalize(r"x = \frac12") == r"\frac{1}{2}"
-    assert normalize(r"\text{(B)}") == "B"
-    assert normalize("3.000") == "3"
+    assert normalize(r"1\,000") == normalize("1 000") == normalize("1,000") == "1000"
+    assert normalize(r"5 \text{ cm}") == normalize("5 cm") == normalize(r"5^\circ") == "5"
+    assert normalize(r"\$18.90") == "18.90"
+    assert normalize("1e3") == "1000" and normalize("2.5e-3") == "0.0025"
+    assert normalize(r"6 \text{ and } 8") == r"6 \text{ and } 8"  # a connective, not a unit
+    # Math-Verify reads these itself (assignments, \text{}, malformed \frac, trailing zeros, percent signs):
+    # normalize used to rewrite them to "\frac{1}{2}", "B" and "3"; it now leaves them as they are
+    assert normalize(r"x = \frac12") == r"x = \frac12"
+    assert normalize(r"\text{(B)}") == r"\text{(B)}"
+    assert normalize("3.000") == "3.000"
+    assert normalize(r"10\%") == r"10\%"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any, Sequence
 
 from rstar_jax.io import atomic_write_json, atomic_write_text
@@ -72,8 +73,11 @@ def plot_rounds(rows: Sequence[dict], path: str) -> None:
 
 
 def _tensorboard(rows: Sequence[dict], logdir: str) -> None:
+    """Every round's scalars, written whole each time: the previous copy is removed first, so a
+    new round (or a resumed run) does not add its earlier rounds' points again."""
     from tensorboardX import SummaryWriter
 
+    shutil.rmtree(logdir, ignore_errors=True)
     with SummaryWriter(logdir) as w:
         for r in rows:
             for key, _ in COLUMNS[1:]:

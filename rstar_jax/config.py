@@ -16,11 +16,13 @@ from typing import Any, Sequence, TypeVar
 
 import yaml
 
+from rstar_jax.errors import UserError, one_line
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UserError):
+    """A config file, key or override that does not fit its dataclass."""
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -76,6 +78,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
+    if tp is int and isinstance(value, bool):  # YAML's yes/true: a bool is an int to isinstance
+        raise ConfigError(f"{where}: expected int, got {value!r}")
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
@@ -86,7 +90,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     unknown = set(data) - set(types_)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)} for {cls.__name__}; known: {sorted(types_)}")
-    return cls(**{k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()})
+    values = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ValueError as e:  # a dataclass's own validation (__post_init__) of user-given values
+        raise ConfigError(f"{where}: {one_line(e)}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -114,8 +122,11 @@ def load_config(cls: type[T], path: str | None = None, overrides: Sequence[str] 
     """Build ``cls`` from defaults <- YAML file (optionally one section of it) <- overrides."""
     data: dict[str, Any] = {}
     if path:
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
+        with open(path, encoding="utf-8") as f:
+            try:
+                loaded = yaml.safe_load(f) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as e:
+                raise ConfigError(f"{path}: not valid YAML ({one_line(e)})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded.get(section, {}) if section else loaded

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
+from rstar_jax.errors import UserError
+
 # The process umask, read once: mkstemp creates files 0600, and a replaced file should get
 # the mode a plain open() would have given it (0666 less the umask).
 _UMASK = os.umask(0o022)
@@ -78,22 +80,26 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict | str]) -> int:
 
 def read_jsonl_numbered(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """(1-based line number, parsed value) for each non-blank line of ``path``; a line that is
-    not JSON raises ValueError ``"<path>:<line>: invalid JSON: ..."``."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    not UTF-8 JSON raises UserError ``"<path>:<line>: invalid JSON: ..."``."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {e.start})") from None
             if not line.strip():
                 continue
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {e}") from None
+                raise UserError(f"{path}:{lineno}: invalid JSON: {e}") from None
             yield lineno, value
 
 
 def read_jsonl(path: str | os.PathLike, build: Callable[[Any], Any] | None = None) -> Iterator[Any]:
     """Yield each non-blank line's JSON value (a dict in every file we write), or
     ``build(value)``. A line that is not JSON, or that ``build`` rejects with KeyError,
-    TypeError or ValueError, raises ValueError naming the file and its 1-based line:
+    TypeError or ValueError, raises UserError naming the file and its 1-based line:
     ``"<path>:<line>: <reason>"``."""
     for lineno, value in read_jsonl_numbered(path):
         if build is None:
@@ -102,5 +108,5 @@ def read_jsonl(path: str | os.PathLike, build: Callable[[Any], Any] | None = Non
         try:
             built = build(value)
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}:{lineno}: {e}") from None
+            raise UserError(f"{path}:{lineno}: {e}") from None
         yield built

@@ -48,11 +48,16 @@ def test_search_cli_with_bootstrap(tmp_path, capsys):
     assert summary["solved_any"] > 0.5 and summary["tokens"] > 0
 
 
-def test_search_cli_rejects_bad_override(tmp_path):
+def test_search_cli_rejects_bad_override(tmp_path, capsys):
     data = tmp_path / "p.jsonl"
     save_problems(generate_problems(1, 1, seed=3), data)
-    with pytest.raises(ValueError, match="unknown keys"):
-        cli.main(["search", "--policy", "bootstrap", "--data", str(data), "--out", str(tmp_path), "no_such_key=1"])
+    out = tmp_path / "out"
+    argv = ["search", "--policy", "bootstrap", "--data", str(data), "--out", str(out), "no_such_key=1"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown keys ['no_such_key']" in err and not out.exists()
+    with pytest.raises(ValueError, match="unknown keys"):  # --debug: the exception itself
+        cli.main(["--debug", *argv])
 
 
 @pytest.fixture(scope="module")

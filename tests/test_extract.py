@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from rstar_jax.errors import UserError
 from rstar_jax.search.records import NodeRecord, TreeRecord, write_records
 from rstar_jax.steps import build_prompt
 from rstar_jax.train.examples import (
@@ -182,7 +183,7 @@ def test_extract_files_and_stats(tmp_path, capsys):
 def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="no tree records"):
         extract([])
-    with pytest.raises(FileNotFoundError, match="no .jsonl"):
+    with pytest.raises(UserError, match="no .jsonl"):
         run_extract([tmp_path], tmp_path / "out")
     d = TREE1.to_dict()
     del d["nodes"][2]["q"]

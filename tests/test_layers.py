@@ -10,13 +10,15 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "rstar_jax"
 # Lowest first. kernels sit below models because the model's attention calls them.
 LAYERS = [
+    {"errors"},  # the user-error type every layer raises
     {"steps", "sequences", "config", "io", "lru", "shapes"},
+    {"runs"},  # run folders: records, partial folders, atomic replacement (uses io)
     {"kernels"},
     {"models"},
     {"engine"},
     {"grading", "sandbox", "data"},
     {"search"},
-    {"domain", "train"},
+    {"domain", "train", "viewer"},
     {"evolve"},
     {"cli", "bench"},
 ]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rstar_jax import models
+from rstar_jax.errors import UserError
 from rstar_jax.models import CheckpointError, ModelConfig
 from tests.conftest import make_hf_checkpoint, run_with_devices
 
@@ -130,7 +131,7 @@ def test_bad_checkpoints_name_file_and_tensor(tmp_path, qwen_ckpt):
     from rstar_jax.models.hf_io import iter_safetensors, write_safetensors
 
     path, _ = qwen_ckpt
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(UserError, match="config.json"):
         models.load_hf(str(tmp_path))
     tensors = dict(iter_safetensors(str(path / "model.safetensors")))
     cfg = json.loads((path / "config.json").read_text())
@@ -152,6 +153,24 @@ def test_bad_checkpoints_name_file_and_tensor(tmp_path, qwen_ckpt):
     bad_shape = {**tensors, "model.norm.weight": np.zeros(7, np.float32)}
     with pytest.raises(CheckpointError, match="model.norm.weight.*shape"):
         models.load_hf(write(bad_shape))
+    # damaged files: each error names the file (and the tensor where there is one)
+    folder = write(tensors)
+    weights, config_json = os.path.join(folder, "model.safetensors"), os.path.join(folder, "config.json")
+    whole = open(weights, "rb").read()
+    for damage, pattern in [
+        (b"", "model.safetensors: not a safetensors file"),
+        (whole[:20], "model.safetensors: not a safetensors file"),
+        (whole[:8] + b"{not json" + whole[17:], "model.safetensors: corrupt safetensors header"),
+        (whole[: len(whole) - 100], "model.safetensors: tensor '.*' is truncated"),
+    ]:
+        with open(weights, "wb") as f:
+            f.write(damage)
+        with pytest.raises(CheckpointError, match=pattern):
+            models.load_hf(folder)
+    with open(config_json, "w") as f:
+        f.write('{"model_type": "qwen2",')
+    with pytest.raises(UserError, match="config.json: not valid JSON"):
+        models.load_hf(folder)
 
 
 def test_config_validation():

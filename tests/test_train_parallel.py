@@ -49,12 +49,13 @@ def one_device(tmp_path_factory):
 
 
 def test_8_devices_equal_1_device(tmp_path, one_device):
-    """Data parallel x FSDP x tensor parallel (2 x 2 x 2): batch split 4 ways, params sharded."""
+    """Data parallel x FSDP x tensor parallel (2 x 2 x 2): batch split 4 ways, params sharded; each
+    device runs its 2 rows as 2 micro-batches of 1 (gradients accumulated over the mesh)."""
     code = (
         TRAIN
         + f"""
 assert jax.device_count() == 8
-run({str(tmp_path / "mesh")!r}, mesh_data=2, mesh_fsdp=2, mesh_tensor=2)
+run({str(tmp_path / "mesh")!r}, mesh_data=2, mesh_fsdp=2, mesh_tensor=2, micro_batch=1)
 """
     )
     run_with_devices(code, n=8, timeout=900)

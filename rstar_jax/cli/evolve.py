@@ -12,7 +12,7 @@ def _evolve(args) -> int:
     from rstar_jax.evolve.driver import run
 
     cfg = load_config(EvolveConfig, args.config, args.overrides)
-    run(cfg, args.out)
+    run(cfg, args.out, restart=args.restart)
     print(f"report: {os.path.join(args.out, 'report.md')}")
     return 0
 
@@ -35,8 +35,9 @@ def _eval(args) -> int:
     metrics = evaluate(proposer, scorer, problems, cfg, seed=args.seed, out_dir=out_dir)
     metrics["data"] = args.data
     if out_dir:
-        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+        from rstar_jax.io import atomic_write_json
+
+        atomic_write_json(os.path.join(out_dir, "metrics.json"), metrics)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -49,11 +50,18 @@ def add_parser(sub) -> None:
         "MCTS); each later round searches with the previous round's policy and PPM; every round "
         "extracts SFT data and preference pairs, trains a policy from the base model and a PPM "
         "from that policy, and evaluates greedy, PPM-guided MCTS, best-of-N+ORM and "
-        "self-consistency at matched budget. Rerunning the same command resumes after a crash. "
+        "self-consistency at matched budget. Rerunning the same command resumes after a crash; "
+        "OUT/run.json records the config and the input files' hashes, and a rerun with other ones "
+        "is refused (naming what differs) unless --restart. "
         "Outputs: OUT/report.md, OUT/report.json, OUT/accuracy_by_round.png, OUT/tb/.",
     )
     p.add_argument("--config", default="configs/demo.yaml", help="YAML preset (default: configs/demo.yaml)")
     p.add_argument("--out", required=True, help="run folder (created; reused to resume)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the run already in --out (what evolve wrote there) and start over with these settings",
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2 sft.steps=100")
     p.set_defaults(func=_evolve)
 

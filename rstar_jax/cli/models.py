@@ -38,19 +38,42 @@ def _info(args) -> int:
 
 
 def _convert(args) -> int:
+    import os
+    import shutil
+
+    from rstar_jax.errors import UserError
     from rstar_jax.models import save_hf
     from rstar_jax.models.orbax_io import is_orbax_folder, save_orbax
+    from rstar_jax.runs import partial_path, remove_dead_partials, replace_dir
 
+    src, dst = os.path.abspath(args.src), os.path.abspath(args.dst)
+    if src == dst or dst.startswith(src + os.sep):
+        raise UserError(f"{args.dst}: the destination is (inside) the source folder {args.src}; choose another folder")
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        raise UserError(f"{args.dst} is a file, not a folder; choose a folder for the converted model")
+    if os.path.isdir(dst) and os.listdir(dst) and not args.overwrite:
+        raise UserError(
+            f"{args.dst} is not empty (it holds {', '.join(sorted(os.listdir(dst))[:4])}"
+            f"{', ...' if len(os.listdir(dst)) > 4 else ''}); pass --overwrite to replace it whole, "
+            "or choose an empty or new folder"
+        )
     config, params = _load_any(args.src, args.dtype)
     to = args.to or ("hf" if is_orbax_folder(args.src) else "orbax")
-    (save_hf if to == "hf" else save_orbax)(config, params, args.dst)
-    if to == "hf":
-        import os
-        import shutil
-
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            if os.path.exists(os.path.join(args.src, name)):
-                shutil.copy(os.path.join(args.src, name), os.path.join(args.dst, name))
+    # written whole next to the destination, then swapped in: never a mix of two models
+    hidden = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}")
+    remove_dead_partials(hidden)
+    tmp = partial_path(hidden)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (save_hf if to == "hf" else save_orbax)(config, params, tmp)
+        if to == "hf":
+            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                if os.path.exists(os.path.join(args.src, name)):
+                    shutil.copy(os.path.join(args.src, name), os.path.join(tmp, name))
+        replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     print(f"wrote {to} checkpoint to {args.dst} ({config.num_params():,} parameters)")
     return 0
 
@@ -73,10 +96,16 @@ def add_convert_parser(sub) -> None:
         help="convert an HF folder to an orbax checkpoint and back",
         description="Convert between a Hugging Face folder (config.json + safetensors, loadable "
         "by transformers/vLLM) and an orbax checkpoint folder. The direction is "
-        "inferred from the source unless --to is given.",
+        "inferred from the source unless --to is given. A destination that is not empty is refused "
+        "unless --overwrite.",
     )
     p.add_argument("src", help="source folder (HF or orbax)")
     p.add_argument("dst", help="destination folder")
     p.add_argument("--to", choices=["hf", "orbax"], help="target format (default: the other one)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a destination folder that is not empty (swapped in whole once the new model is written)",
+    )
     p.set_defaults(func=_convert)

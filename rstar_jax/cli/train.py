@@ -25,8 +25,26 @@ def _train_args(p: argparse.ArgumentParser, what: str) -> None:
         "records become training data (rstar_jax.train.examples.ExtractConfig)."
     )
     p.add_argument("--init", required=True, metavar="DIR", help="HF folder (model + tokenizer) to start from")
-    p.add_argument("--out", required=True, metavar="DIR", help="output: hf/, metrics, summary.json")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output: hf/, metrics, summary.json, run.json (what the run was started with; a rerun with "
+        "the same settings and inputs resumes, one with others is refused unless --restart)",
+    )
     p.add_argument("--ckpt", metavar="DIR", help="orbax checkpoints, resumed if present (default OUT/ckpt)")
+    p.add_argument(
+        "--memory-gb",
+        type=float,
+        metavar="GB",
+        help="memory one device may use for a training step (default: the device's free memory; on CPU 60%% of "
+        "the host's available memory); the global batch is split into micro-batches to fit",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the run already in --out (and the checkpoints in --ckpt) and train again from --init",
+    )
     p.add_argument("--steps", type=int, help="optimizer steps (default: the configured epochs)")
     p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process run: coordinator address")
     p.add_argument("--num-processes", type=int, default=1)
@@ -38,6 +56,7 @@ def _config(cls, args, overrides=None):
 
     overrides = list(args.overrides if overrides is None else overrides)
     overrides += [f"steps={args.steps}"] if getattr(args, "steps", None) else []
+    overrides += [f"memory_gb={args.memory_gb}"] if getattr(args, "memory_gb", None) is not None else []
     return load_config(cls, args.config, overrides)
 
 
@@ -67,7 +86,9 @@ def _run_policy(args) -> int:
     from rstar_jax.train.config import SFTConfig
 
     cfg, extract_cfg = _train_configs(SFTConfig, args)
-    info = train_policy_folder(args.trees, args.init, args.out, args.ckpt, cfg, extract_cfg=extract_cfg)
+    info = train_policy_folder(
+        args.trees, args.init, args.out, args.ckpt, cfg, extract_cfg=extract_cfg, run_record=True, restart=args.restart
+    )
     print(json.dumps(info, indent=2))
     return 0
 
@@ -78,7 +99,17 @@ def _run_reward(args) -> int:
     from rstar_jax.train.config import RewardConfig
 
     cfg, extract_cfg = _train_configs(RewardConfig, args)
-    info = train_reward_folder(args.trees, args.init, args.out, args.ckpt, cfg, kind=args.kind, extract_cfg=extract_cfg)
+    info = train_reward_folder(
+        args.trees,
+        args.init,
+        args.out,
+        args.ckpt,
+        cfg,
+        kind=args.kind,
+        extract_cfg=extract_cfg,
+        run_record=True,
+        restart=args.restart,
+    )
     print(json.dumps(info, indent=2))
     return 0
 

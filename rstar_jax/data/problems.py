@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from rstar_jax.errors import UserError
 from rstar_jax.io import read_jsonl_numbered, write_jsonl
 
 _QUESTION_KEYS = ("question", "problem")
@@ -61,6 +62,11 @@ def _gold_answer(record: dict) -> tuple[str, str | None]:
     """(gold answer, worked solution or None) of one record, whichever format it is in."""
     if "answer" in record and record["answer"] is not None:
         answer = record["answer"]
+        scalars = answer if isinstance(answer, list) else [answer]
+        if not scalars or any(isinstance(a, bool) or not isinstance(a, (str, int, float)) for a in scalars):
+            raise ValueError(f"'answer' must be a string, a number or a list of them, got {json.dumps(answer)[:60]}")
+        if isinstance(answer, list):  # several answers (rStar's MATH_test.json): graded as one tuple
+            return ", ".join(str(a).strip() for a in answer), record.get("solution")
         if isinstance(answer, str) and "####" in answer:  # GSM8K: worked solution, then the number
             solution, gold = answer.rsplit("####", 1)
             return gold.strip().replace(",", ""), solution.strip()
@@ -102,14 +108,16 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
     elif path.suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e}") from None
+            raise UserError(f"{path}:{e.lineno}: invalid JSON: {e}") from None
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON array of problems, got {type(data).__name__}")
+            raise UserError(f"{path}: expected a JSON array of problems, got {type(data).__name__}")
         for i, record in enumerate(data):
             yield f"{path}:[{i}]", record
     else:
-        raise ValueError(f"{path}: unsupported problem file suffix {path.suffix!r} (use .jsonl or .json)")
+        raise UserError(f"{path}: unsupported problem file suffix {path.suffix!r} (use .jsonl or .json)")
 
 
 def load_problems(path: str | os.PathLike, limit: int | None = None) -> list[Problem]:
@@ -125,7 +133,9 @@ def load_problems(path: str | os.PathLike, limit: int | None = None) -> list[Pro
         try:
             problems.append(problem_from_record(record, default_id=f"{path.parent.name}/{path.stem}-{index}"))
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+            raise UserError(f"{where}: {e}") from None
+    if not problems and limit != 0:
+        raise UserError(f"{path}: no problems in the file")
     return problems
 
 

@@ -17,16 +17,28 @@ import shutil
 import time
 from collections import Counter
 
-from rstar_jax.config import load_config, save_config
+import yaml
+
+from rstar_jax.config import load_config
 from rstar_jax.data.problems import Problem, load_problems, save_problems
 from rstar_jax.domain.synthetic import make_splits
+from rstar_jax.errors import UserError, one_line
 from rstar_jax.evolve.base_model import build_base_model
 from rstar_jax.evolve.config import EvolveConfig
 from rstar_jax.evolve.evaluate import evaluate_round
 from rstar_jax.evolve.loading import round_searchers
 from rstar_jax.evolve.report import write_report
 from rstar_jax.evolve.workdir import WorkDir
-from rstar_jax.io import atomic_write_json
+from rstar_jax.io import atomic_write_json, atomic_write_text
+from rstar_jax.runs import (
+    RUN_RECORD,
+    clear_folder,
+    differences,
+    file_sha256,
+    folder_sha256,
+    read_run_record,
+    write_run_record,
+)
 from rstar_jax.sandbox import Sandbox
 from rstar_jax.search import mcts
 from rstar_jax.search.answers import solved_any
@@ -35,6 +47,7 @@ from rstar_jax.search.expansion import SearchStats
 from rstar_jax.search.records import TreeRecord, read_records, write_records
 from rstar_jax.train.api import train_policy_folder, train_reward_folder
 from rstar_jax.train.examples import extract, read_pairs, read_sft, write_pairs, write_sft
+from rstar_jax.viewer import write_eval_page
 
 
 def log(msg: str) -> None:
@@ -42,19 +55,48 @@ def log(msg: str) -> None:
 
 
 # --- problems and the base model -------------------------------------------------------
-def prepare_problems(cfg: EvolveConfig, wd: WorkDir) -> tuple[list[Problem], list[Problem]]:
+def prepare_problems(
+    cfg: EvolveConfig, wd: WorkDir, loaded: tuple[list[Problem], list[Problem]] | None = None
+) -> tuple[list[Problem], list[Problem]]:
+    """The run's problems, saved once as the ``problems`` unit (``loaded``: what ``load_inputs``
+    already read and validated, so the files are not read twice)."""
     if not wd.done("problems"):
         with wd.unit("problems") as tmp:
-            d = cfg.domain
-            if d.train_file:
-                train = load_problems(d.train_file)
-                test = load_problems(d.test_file) if d.test_file else []
-            else:
-                train, test = make_splits(cfg.seed, d.n_train_per_tier, d.n_test_per_tier, tuple(d.tiers))
+            train, test = loaded if loaded is not None else load_inputs(cfg)
             save_problems(train, os.path.join(tmp, "train.jsonl"))
             save_problems(test, os.path.join(tmp, "test.jsonl"))
             atomic_write_json(os.path.join(tmp, "info.json"), {"train": len(train), "test": len(test)})
-    return (load_problems(wd.path("problems", "train.jsonl")), load_problems(wd.path("problems", "test.jsonl")))
+    saved = [wd.path("problems", f"{split}.jsonl") for split in ("train", "test")]
+    return tuple(load_problems(p) if os.path.getsize(p) else [] for p in saved)  # no test file: no test problems
+
+
+def load_inputs(cfg: EvolveConfig) -> tuple[list[Problem], list[Problem]]:
+    """Read and check every input the config names (problem files, model folders) without writing
+    anything; a problem is raised as ``UserError`` naming the setting and the file."""
+    d, m = cfg.domain, cfg.model
+    for key, path in (("domain.train_file", d.train_file), ("domain.test_file", d.test_file)):
+        if path and not os.path.isfile(path):
+            what = "is a folder, not a problem file" if os.path.isdir(path) else "does not exist"
+            raise UserError(f"{key}: {path} {what}; fix the path (in the config or as an override {key}=PATH)")
+    for key, path in (("model.init", m.init), ("model.tokenizer", m.tokenizer)):
+        if path and not os.path.isdir(path):
+            raise UserError(f"{key}: {path}: model folder does not exist; fix the path or unset {key}")
+    if m.init and not os.path.isfile(os.path.join(m.init, "config.json")):
+        raise UserError(f"model.init: {os.path.join(m.init, 'config.json')}: no config.json (not an HF model folder)")
+    if d.train_file:
+        train = load_problems(d.train_file)  # an empty or damaged file is a UserError naming it
+        test = load_problems(d.test_file) if d.test_file else []
+    else:
+        try:
+            train, test = make_splits(cfg.seed, d.n_train_per_tier, d.n_test_per_tier, tuple(d.tiers))
+        except ValueError as e:
+            raise UserError(f"domain: {e}") from None
+    if not train:
+        raise UserError(
+            f"domain: no training problems (n_train_per_tier={d.n_train_per_tier}, tiers={list(d.tiers)}); "
+            "set domain.n_train_per_tier >= 1 or domain.train_file"
+        )
+    return train, test
 
 
 def eval_problems(cfg: EvolveConfig, test: list[Problem]) -> list[Problem]:
@@ -231,12 +273,16 @@ def _portable(info: dict) -> dict:
 
 
 # --- the loop ------------------------------------------------------------------------------
-def run(cfg: EvolveConfig, out: str) -> dict:
-    """Run (or resume) every round; returns the report."""
+def run(cfg: EvolveConfig, out: str, restart: bool = False) -> dict:
+    """Run (or resume) every round; returns the report.
 
-    wd = WorkDir(out)
-    _check_config(cfg, wd)
-    train, test = prepare_problems(cfg, wd)
+    The inputs are validated before anything is written to ``out``; the folder then records what
+    the run was started with (``run.json``). Rerunning with the same config and inputs resumes;
+    different ones are refused unless ``restart``, which discards the folder's run first."""
+
+    loaded = load_inputs(cfg)
+    wd = _check_config(cfg, out, _run_record(cfg), restart)
+    train, test = prepare_problems(cfg, wd, loaded)
     evals = eval_problems(cfg, test)
     base = prepare_base(cfg, wd, train)
     rows = []
@@ -251,6 +297,7 @@ def run(cfg: EvolveConfig, out: str) -> dict:
         if not wd.done(name):
             with wd.unit(name) as tmp:
                 metrics = evaluate_round(policy, ppm, evals, cfg.eval, tmp, seed=cfg.seed)
+                write_eval_page(tmp, title=f"Round {r} evaluation trees")  # trees.html: every method's trees
                 metrics.update(
                     round=r,
                     train_solved_share=wd.info(f"round{r}/data")["train_solved_share"],
@@ -264,14 +311,95 @@ def run(cfg: EvolveConfig, out: str) -> dict:
     return {"rounds": rows}
 
 
-def _check_config(cfg: EvolveConfig, wd: WorkDir) -> None:
-    """A resumed run must use the same settings, or its stages would not fit together."""
+# What `evolve` writes at the top of a run folder (and all that --restart removes): the records,
+# units, their partial/claim/lock/temporary files, the report.
+_RUN_ENTRIES = (
+    r"\.?(config\.yaml|run\.json|manifest(\.json)?|problems|base|round\d+|report\.(md|json)|accuracy_by_round\.png|tb)"
+    r"(\..*)?",
+    r"\.round\d+__.*",  # claims of search shards
+)
+
+
+def _run_record(cfg: EvolveConfig) -> dict:
+    """What a run is started with: its config, and the files it reads by content hash."""
+    d, m = cfg.domain, cfg.model
+    inputs = {}
+    for key, path in (("domain.train_file", d.train_file), ("domain.test_file", d.test_file)):
+        if path:
+            inputs[key] = {"path": path, "sha256": file_sha256(path)}
+    for key, path in (("model.init", m.init), ("model.tokenizer", m.tokenizer)):
+        if path:
+            inputs[key] = {"path": path, "sha256": folder_sha256(path)}
+    return {"command": "evolve", "config": json.loads(json.dumps(dataclasses.asdict(cfg))), "inputs": inputs}
+
+
+def _check_config(cfg: EvolveConfig, out: str, record: dict, restart: bool = False) -> WorkDir:
+    """Open ``out`` for this run: a new folder is started (config.yaml, run.json); a folder started
+    with the same config and inputs resumes; one started with others is refused, naming the
+    differences, unless ``restart`` (which first removes what an earlier run wrote there)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file, not a folder; use a new --out folder")
+    state, detail = _folder_state(out, record)
+    again = f"rerun with --restart to discard the run in {out} and start over, or use a new --out folder"
+    if restart:
+        removed = clear_folder(out, _RUN_ENTRIES)
+        if removed:
+            log(f"--restart: removed {len(removed)} entries of the earlier run in {out}")
+    elif state == "differs":
+        raise UserError(
+            f"{out} was started with a different config or inputs ({'; '.join(detail)}); {again} "
+            "(or rerun with the settings it was started with)"
+        )
+    elif state == "invalid":
+        raise UserError(f"{out} cannot be resumed: {detail}; {again}")
+    wd = WorkDir(out)
     path = wd.path("config.yaml")
-    if os.path.exists(path):
-        old = load_config(EvolveConfig, path)
-        if dataclasses.asdict(old) != dataclasses.asdict(cfg):
-            raise ValueError(
-                f"{wd.root} was started with a different config ({path}); use a new --out folder or the same settings"
-            )
-    else:
-        save_config(cfg, path)
+    text = _config_text(cfg)
+    if not (os.path.isfile(path) and _read_bytes(path) == text.encode()):
+        atomic_write_text(path, text)
+    if read_run_record(out) != record:  # new, or a folder started before run records (inputs hashed now)
+        write_run_record(out, record)
+    removed = wd.sweep_partials()
+    if removed:
+        log(f"removed {len(removed)} partial folder(s) of processes that are gone")
+    return wd
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _config_text(cfg: EvolveConfig) -> str:
+    return yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(cfg))), sort_keys=False)
+
+
+def _folder_state(out: str, record: dict) -> tuple[str, list[str] | str | None]:
+    """("new" | "same" | "differs" | "invalid", the differences or what is wrong) of ``out``."""
+    old = read_run_record(out)
+    if old is not None:
+        if old.get("command", "evolve") != "evolve":
+            return "invalid", f"{os.path.join(out, RUN_RECORD)} records a {old['command']} run, not an evolve run"
+        diff = differences({"config": old["config"]}, {"config": record["config"]})
+        then = old.get("inputs", {})
+        for key, now in record["inputs"].items():  # a changed path is named by the config already
+            if then.get(key, {}).get("path") == now["path"] and then[key].get("sha256") != now["sha256"]:
+                diff.append(f"{key} ({now['path']}): its content changed since the run started")
+        return ("differs", diff) if diff else ("same", None)
+    started = os.path.exists(os.path.join(out, "manifest.json"))  # some unit finished
+    path = os.path.join(out, "config.yaml")
+    if not os.path.isfile(path):
+        return ("invalid", f"it holds finished units but no config.yaml or {RUN_RECORD}") if started else ("new", None)
+    if not _read_bytes(path).strip():
+        return (
+            ("invalid", f"{path} is empty, so the run cannot be checked against this one") if started else ("new", None)
+        )
+    try:
+        old_cfg = load_config(EvolveConfig, path)
+    except (UserError, ValueError, TypeError) as e:
+        return "invalid", f"{path} is not a valid evolve config ({one_line(e)}): the folder was never validly started"
+    diff = differences({"config": json.loads(json.dumps(dataclasses.asdict(old_cfg)))}, {"config": record["config"]})
+    if not diff:
+        return "same", None  # a folder started before run records: resumes
+    # config.yaml but no finished unit (older versions wrote it before checking the inputs): nothing to lose
+    return ("differs", diff) if started else ("new", None)

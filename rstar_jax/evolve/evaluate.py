@@ -13,6 +13,7 @@ import json
 import os
 from typing import Sequence
 
+from rstar_jax.errors import UserError
 from rstar_jax.search.answers import accuracy
 from rstar_jax.search.config import SearchConfig
 
@@ -60,9 +61,9 @@ def evaluate(
 
     unknown = set(cfg.methods) - set(METHODS)
     if unknown:
-        raise ValueError(f"unknown eval methods {sorted(unknown)}; choose from {METHODS}")
+        raise UserError(f"unknown eval methods {sorted(unknown)}; choose from {METHODS}")
     if scorer is None and {"mcts", "bon", "beam"} & set(cfg.methods):
-        raise ValueError("mcts, bon and beam need a reward model (--ppm)")
+        raise UserError("mcts, bon and beam need a reward model (--ppm)")
     base = cfg.mcts.replace(seed=seed)
     n = max(len(problems), 1)
     out: dict = {"problems": len(problems), "tokens": {}}

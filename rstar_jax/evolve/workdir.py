@@ -1,16 +1,25 @@
-"""A run folder whose units of work are atomic and resumable.
+"""A run folder whose units of work are atomic and resumable, and what every run folder shares.
 
 Every unit (a search shard, an extraction, a training run, an evaluation)
-writes into a temporary folder that is renamed into place when complete, then
-is recorded in ``manifest.json``. Rerunning after a crash skips recorded units,
-so nothing finished is lost or repeated. Several processes (or hosts on a
+writes into a temporary folder (``NAME.partial.HOST.PID``) that is renamed into
+place when complete, then is recorded in ``manifest.json``. Rerunning after a
+crash skips recorded units, so nothing finished is lost or repeated, and removes
+the partial folders of processes that are gone. Several processes (or hosts on a
 shared filesystem) can split a round's search shards by claiming them with
 exclusive lock files.
+
+Run records (``run.json``): a command that writes a run folder (``evolve``,
+``train-policy``, ``train-ppm``) records what it was started with (its config,
+and its input files and models by content hash) once its inputs are validated;
+a rerun compares its own record with it, resumes when they agree and is refused,
+with the differences named, when they do not (``differences``). ``replace_dir``
+swaps a finished folder into place in one step, for exports.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -19,6 +28,7 @@ import time
 from typing import Any, Iterator
 
 from rstar_jax.io import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+from rstar_jax.runs import partial_path, remove_dead_partials
 
 
 class WorkDir:
@@ -58,8 +68,9 @@ class WorkDir:
         The caller may set ``info`` by writing ``info.json`` inside the folder.
         """
         final = self.path(name)
-        tmp = f"{final}.partial.{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_dead_partials(final)
+        tmp = partial_path(final)
+        shutil.rmtree(tmp, ignore_errors=True)  # this process's own, from an attempt that raised
         os.makedirs(tmp)
         yield tmp
         info_file = os.path.join(tmp, "info.json")
@@ -114,7 +125,17 @@ class WorkDir:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path(f".{unit.replace('/', '__')}.claim"))
 
+    def sweep_partials(self, depth: int = 3) -> list[str]:
+        """Remove the partial unit folders (down to ``depth`` levels) of processes that are gone."""
+        removed = []
+        for level in range(1, depth + 1):
+            pattern = os.path.join(self.root, *["*"] * (level - 1), "*.partial.*")
+            for path in glob.glob(pattern):
+                removed += remove_dead_partials(path[: path.rindex(".partial.")])
+        return removed
 
+
+# --- leftovers of processes that are gone --------------------------------------------------
 def _stale(lock_path: str, mine_ok: bool = False) -> bool:
     """A lock is stale when its owner (on this host) is no longer running."""
     try:

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from rstar_jax.errors import UserError, one_line
+
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
 DTYPES = ("float32", "bfloat16")
 
@@ -66,7 +68,7 @@ class ModelConfig:
     def from_hf_dict(cls, d: dict[str, Any], dtype: str = "float32", source: str = "config.json") -> "ModelConfig":
         mt = d.get("model_type")
         if mt not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"{source}: unsupported model_type {mt!r}; supported: {SUPPORTED_MODEL_TYPES}")
+            raise UserError(f"{source}: unsupported model_type {mt!r}; supported: {SUPPORTED_MODEL_TYPES}")
         try:
             heads = d["num_attention_heads"]
             return cls(
@@ -90,7 +92,9 @@ class ModelConfig:
                 pad_token_id=_first(d.get("pad_token_id")),
             )
         except KeyError as e:
-            raise ValueError(f"{source}: missing field {e.args[0]!r}") from None
+            raise UserError(f"{source}: missing field {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{source}: {one_line(e)}") from None
 
     def to_hf_dict(self) -> dict[str, Any]:
         d = {
@@ -122,9 +126,15 @@ class ModelConfig:
     @classmethod
     def from_json_file(cls, path: str, dtype: str = "float32") -> "ModelConfig":
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"no config.json at {path}")
-        with open(path) as f:
-            return cls.from_hf_dict(json.load(f), dtype=dtype, source=path)
+            raise UserError(f"{path}: no config.json (not a model folder)")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise UserError(f"{path}: not valid JSON ({one_line(e)})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        return cls.from_hf_dict(data, dtype=dtype, source=path)
 
 
 def _first(x):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from rstar_jax.errors import UserError, one_line
 from rstar_jax.io import atomic_open, atomic_write_text
 from rstar_jax.models.config import ModelConfig
 
@@ -74,28 +75,50 @@ def path_to_hf(path: str) -> tuple[str, bool]:
     return out
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint folder or tensor does not match the model it claims to be."""
 
 
 # --- safetensors (raw) --------------------------------------------------------------
-def _read_header(path: str) -> tuple[dict, int]:
+def _read_header(path: str) -> tuple[dict, int, int]:
+    """(header, data start, file size); a file too short or with a header that is not a JSON
+    object raises CheckpointError naming the file."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        return json.loads(f.read(n)), 8 + n
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= size - 8:
+            raise CheckpointError(f"{path}: not a safetensors file (truncated or corrupt header; {size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({one_line(e)})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    return header, 8 + n, size
 
 
 def iter_safetensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (name, array) from one .safetensors file, memory-mapped, any float dtype."""
-    header, start = _read_header(path)
-    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    """Yield (name, array) from one .safetensors file, memory-mapped, any float dtype. A tensor
+    whose entry is malformed or whose bytes lie past the end of the file raises CheckpointError."""
+    header, start, size = _read_header(path)
+    raw = np.memmap(path, dtype=np.uint8, mode="r") if size > start else np.zeros(0, np.uint8)
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if info["dtype"] not in _ST_DTYPES:
-            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-        a, b = info["data_offsets"]
-        yield name, raw[start + a : start + b].view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
+        try:
+            dtype, shape, (a, b) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry") from None
+        if dtype not in _ST_DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
+        want = int(np.prod(shape)) * np.dtype(_ST_DTYPES[dtype]).itemsize
+        if not (0 <= a <= b and b - a == want and start + b <= size):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} is truncated or corrupt (bytes {a}-{b} of a {size - start}-byte body, "
+                f"shape {shape} needs {want})"
+            )
+        yield name, raw[start + a : start + b].view(_ST_DTYPES[dtype]).reshape(shape)
 
 
 def write_safetensors(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
@@ -159,7 +182,7 @@ def load_hf(
     mis-shaped tensor.
     """
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint folder {path!r} does not exist")
+        raise UserError(f"{path}: model folder does not exist")
     config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype)
     expected = _expected_shapes(config)
     np_dtype = np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32)

@@ -12,6 +12,7 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from rstar_jax.errors import UserError
 from rstar_jax.models.config import ModelConfig
 
 
@@ -28,7 +29,7 @@ def load_orbax(path: str, dtype: str = "float32", shardings=None) -> tuple[Model
     """Restore (config, params); ``shardings`` (a pytree of Sharding) places arrays as they load."""
     path = os.path.abspath(path)
     if not os.path.isdir(os.path.join(path, "params")):
-        raise FileNotFoundError(f"{path} is not an orbax model folder (no params/)")
+        raise UserError(f"{path}: not an orbax model folder (no params/)")
     config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype)
     from rstar_jax.models.transformer import init_params
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax.numpy as jnp
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from rstar_jax.errors import UserError
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.steps import SPECIAL_TOKENS
 
@@ -60,7 +61,7 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     path = Path(path)
     config_file = path / "tokenizer_config.json"
     if not (path / "tokenizer.json").exists() and not config_file.exists():
-        raise FileNotFoundError(f"{path} is not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
+        raise UserError(f"{path}: not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
     config = json.loads(config_file.read_text()) if config_file.exists() else {}
     if (
         config.get("tokenizer_class") in (None, "PreTrainedTokenizerFast", "TokenizersBackend")

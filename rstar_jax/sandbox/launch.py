@@ -22,10 +22,14 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
+
+from rstar_jax.runs import pid_alive
 
 WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 UNPRIVILEGED_USER = "nobody"
@@ -64,6 +68,38 @@ def worker_env(tmp_dir: str) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
+
+
+TMP_PREFIX = "rstar-sandbox-"
+
+
+def make_tmp_root() -> str:
+    """A fresh ``$TMPDIR/rstar-sandbox-PID-XXXXXXXX`` for one Sandbox's workers. The folders of
+    Sandboxes whose process is gone (killed: no chance to clean up) are removed first."""
+    remove_dead_tmp_roots()
+    path = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-")
+    os.chmod(path, 0o711)  # the unprivileged user must traverse it to reach its own dir
+    return path
+
+
+def remove_dead_tmp_roots(tmp_dir: str | None = None) -> list[str]:
+    """Remove the sandbox temp folders in ``tmp_dir`` (default: the temp dir) whose owner process
+    no longer exists; return them. Folders of live processes (or of other users' processes) stay."""
+    tmp_dir = tmp_dir or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(tmp_dir)
+    except OSError:
+        return removed
+    for name in names:
+        m = re.fullmatch(re.escape(TMP_PREFIX) + r"(\d+)-\w+", name)
+        if not m or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
+            continue
+        path = os.path.join(tmp_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def worker_command(iso: Isolation, cfg: dict, probe: bool = False) -> list[str]:

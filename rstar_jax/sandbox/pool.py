@@ -26,7 +26,6 @@ import selectors
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import weakref
@@ -231,8 +230,8 @@ class Sandbox:
         self.share_children = share_children
         self._cache: LRUCache[ExecResult] = LRUCache(cache_size)
         self._lock = threading.Lock()
-        self._tmp_root = tempfile.mkdtemp(prefix="rstar-sandbox-")
-        os.chmod(self._tmp_root, 0o711)  # the unprivileged user must traverse it to reach its own dir
+        # removed at close (and at exit); a killed process's is removed by the next Sandbox started
+        self._tmp_root = launch.make_tmp_root()
         self._workers: list[_Worker] = []
         self._next_index = 0
         self._closed = False

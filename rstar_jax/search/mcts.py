@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rstar_jax.data.problems import Problem
+from rstar_jax.errors import UserError
 from rstar_jax.search import tree as tree_lib
 from rstar_jax.search.config import SearchConfig
 from rstar_jax.search.expansion import Forest, SearchStats, answer_value, make_record, propose_and_expand, search_meta
@@ -34,7 +35,7 @@ def run_mcts(
 ) -> tuple[list[TreeRecord], SearchStats]:
     """Search every problem; returns one TreeRecord per problem (input order) and telemetry."""
     if cfg.mode == "ppm" and scorer is None:
-        raise ValueError("mode='ppm' needs a scorer (the PPM)")
+        raise UserError("mode='ppm' needs a scorer (the PPM: --ppm)")
     records, stats = [], SearchStats()
     chunks = [problems[i : i + cfg.batch_size] for i in range(0, len(problems), cfg.batch_size)]
     for chunk in tqdm(chunks, desc="search", unit="batch", disable=not progress or len(chunks) < 2):

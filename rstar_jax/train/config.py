@@ -9,6 +9,35 @@ scratch wants a larger ``lr``.
 from __future__ import annotations
 
 import dataclasses
+import math
+
+from rstar_jax.errors import UserError
+
+
+def _check_types(cfg) -> None:
+    """int fields hold ints (not bools), float fields real numbers, str and bool fields their type."""
+    kinds = {"int": int, "float": (int, float), "str": str, "bool": bool}
+    for f in dataclasses.fields(cfg):
+        name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        optional = name.endswith(" | None")
+        want = kinds.get(name.removesuffix(" | None"))
+        v = getattr(cfg, f.name)
+        if want is None or v is None and optional:
+            continue
+        if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
+            raise UserError(f"{f.name} must be {name.removesuffix(' | None')}, got {v!r}")
+
+
+def _check(cfg, name: str, ok, bound: str) -> None:
+    """Raise naming the setting and its bound unless ``ok(value)`` (NaN fails every bound)."""
+    v = getattr(cfg, name)
+    if not (isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) and ok(v)):
+        raise UserError(f"{name} must be {bound}, got {v!r}")
+
+
+# Settings that change how much memory a step takes, not what it computes: a run resumed with
+# other values continues as it would have (up to float rounding: the same update, summed in another order).
+MEMORY_SETTINGS = ("micro_batch", "memory_gb")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +51,11 @@ class TrainConfig:
     compute_dtype: "bfloat16" runs the model in bf16 on float32 master weights.
     mesh_*:     device mesh (data = -1: all devices left after fsdp x tensor).
     checkpoint_every: steps between orbax checkpoints (0: only at the end); keep the last ``keep_checkpoints``.
+    micro_batch: rows per device per micro-step, dividing the rows per device (batch_size / data-parallel
+                devices); the micro-steps' gradients add up to the whole batch's, so it changes memory,
+                not the result. 0: the largest that fits the memory estimate (``rstar_jax.train.memory``).
+    memory_gb:  the memory (GB, 1e9 bytes) one device may use for a training step; None: the device's
+                free memory (GPU/TPU) or the host's available memory shared by its CPU devices.
     """
 
     lr: float = 7e-6
@@ -44,17 +78,33 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
+    micro_batch: int = 0
+    memory_gb: float | None = None
 
     def __post_init__(self):
+        _check_types(self)
         if self.schedule not in ("linear", "cosine", "constant"):
-            raise ValueError(f"schedule must be linear, cosine or constant, got {self.schedule!r}")
+            raise UserError(f"schedule must be linear, cosine or constant, got {self.schedule!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}")
-        for name in ("batch_size", "seq_len", "log_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps < 0 or self.epochs <= 0 and self.steps == 0:
-            raise ValueError("set steps > 0 or epochs > 0")
+            raise UserError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}")
+        positive = lambda x: x > 0  # noqa: E731
+        at_least_0 = lambda x: x >= 0  # noqa: E731
+        finite = lambda ok: lambda x: ok(x) and math.isfinite(x)  # noqa: E731
+        for name in ("lr", "eps", "clip_norm"):
+            _check(self, name, finite(positive), "> 0 and finite")
+        _check(self, "weight_decay", finite(at_least_0), ">= 0 and finite")
+        for name in ("b1", "b2"):
+            _check(self, name, lambda x: 0 <= x < 1, "in [0, 1)")
+        for name in ("batch_size", "seq_len", "log_every", "keep_checkpoints", "mesh_fsdp", "mesh_tensor"):
+            _check(self, name, lambda x: x >= 1, ">= 1")
+        for name in ("warmup_steps", "steps", "checkpoint_every", "seed", "micro_batch"):
+            _check(self, name, at_least_0, ">= 0")
+        _check(self, "mesh_data", lambda x: x >= 1 or x == -1, ">= 1 (or -1: every device left)")
+        _check(self, "epochs", finite(at_least_0), ">= 0 and finite")
+        if self.steps == 0 and self.epochs == 0:
+            raise UserError(f"epochs must be > 0 when steps is 0 (steps=0 trains epochs passes), got {self.epochs!r}")
+        if self.memory_gb is not None:
+            _check(self, "memory_gb", finite(positive), "> 0 and finite (or unset: the device's memory)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +132,10 @@ class CopyWarmupConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 1 <= self.min_len <= self.max_len or 2 * self.max_len > self.seq_len:
-            raise ValueError(f"need 1 <= min_len <= max_len and 2 * max_len <= seq_len, got {self}")
+        _check(self, "items", lambda x: x >= 1, ">= 1")
+        _check(self, "min_len", lambda x: x >= 1, ">= 1")
+        _check(self, "max_len", lambda x: x >= self.min_len, f">= min_len={self.min_len}")
+        _check(self, "max_len", lambda x: 2 * x <= self.seq_len, f"<= seq_len / 2 = {self.seq_len // 2}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,5 +153,6 @@ class RewardConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        _check(self, "eval_fraction", lambda x: 0 <= x < 1, "in [0, 1)")
+        _check(self, "eval_every", lambda x: x >= 0, ">= 0")
+        _check(self, "squash_scale", lambda x: x > 0 and math.isfinite(x), "> 0 and finite")

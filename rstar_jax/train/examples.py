@@ -45,6 +45,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from rstar_jax.errors import UserError
 from rstar_jax.io import atomic_write_text, read_jsonl, write_jsonl
 from rstar_jax.search.records import TreeRecord, mean_q, min_q, path_to, read_records
 from rstar_jax.steps import build_prompt
@@ -297,12 +298,12 @@ def tree_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
         if p.is_dir():
             found = sorted(p.rglob("*.jsonl"))
             if not found:
-                raise FileNotFoundError(f"{p}: no .jsonl tree files in this folder")
+                raise UserError(f"{p}: no .jsonl tree files in this folder")
             out.extend(found)
         elif p.is_file():
             out.append(p)
         else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
+            raise UserError(f"{p}: no such file or folder")
     return out
 
 

@@ -1,7 +1,13 @@
 """Losses of the policy and the reward models, over packed batches (``batching``).
 
-Each ``*_loss(config, params, batch)`` returns ``(loss, metrics)``: a scalar to
-minimise and a dict of float32 scalars (means over the global batch).
+A loss is a hashable object (the trainer's compiled step is keyed on it) with
+``sums(config, params, batch) -> Sums``: every metric as a (numerator, denominator)
+pair of float32 scalars that add up over the rows of a batch, ``"loss"`` among them.
+A batch's value of a metric is ``numerator / denominator`` (``ratios``; a count has
+no denominator), so a batch split into micro-batches gives the full batch's loss,
+gradient and metrics by adding the pairs and dividing once (a mean of per-micro-batch
+means would overweight micro-batches with few target tokens or pairs). Calling the
+loss, ``loss(config, params, batch)``, returns ``(loss, metrics)`` of one batch.
 """
 
 from __future__ import annotations
@@ -26,8 +32,32 @@ def packed_mask(segments: jax.Array, branches: jax.Array | None = None) -> jax.A
     return causal[None] & same
 
 
+# metric -> (numerator, denominator), both additive over rows; a count (target tokens, pairs) has
+# denominator None: its value is its sum
+Sums = dict[str, tuple[jax.Array, jax.Array | None]]
+
+
+def ratios(sums: Sums) -> dict[str, jax.Array]:
+    """Each metric's value: numerator / denominator (0 where nothing is weighted), a count's sum."""
+    return {k: num if den is None else num / jnp.maximum(den, 1e-9) for k, (num, den) in sums.items()}
+
+
 def _masked_mean(x: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1e-9)
+
+
+def _weighted(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum(x * w), sum(w)): the parts of a weighted mean."""
+    return jnp.sum(x * w), jnp.sum(w)
+
+
+class _Loss:
+    def sums(self, config: ModelConfig, params, batch) -> Sums:
+        raise NotImplementedError
+
+    def __call__(self, config: ModelConfig, params, batch) -> tuple[jax.Array, dict]:
+        metrics = ratios(self.sums(config, params, batch))
+        return metrics["loss"], metrics
 
 
 def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -37,14 +67,20 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
-def sft_loss(config: ModelConfig, params, batch) -> tuple[jax.Array, dict]:
+@dataclasses.dataclass(frozen=True)
+class SFTLoss(_Loss):
     """Mean next-token NLL over solution tokens (``weights``) of packed rows."""
-    h = hidden_states(
-        config, params, batch["tokens"], positions=batch["positions"], attn_mask=packed_mask(batch["segments"])
-    )
-    nll = token_nll(project(config, params, h), batch["targets"])
-    loss = _masked_mean(nll, batch["weights"])
-    return loss, {"loss": loss, "target_tokens": jnp.sum(batch["weights"])}
+
+    def sums(self, config: ModelConfig, params, batch) -> Sums:
+        h = hidden_states(
+            config, params, batch["tokens"], positions=batch["positions"], attn_mask=packed_mask(batch["segments"])
+        )
+        nll = token_nll(project(config, params, h), batch["targets"])
+        num, tokens = _weighted(nll, batch["weights"])
+        return {"loss": (num, tokens), "target_tokens": (tokens, None)}
+
+
+sft_loss = SFTLoss()
 
 
 def bt_loss(r_pos: jax.Array, r_neg: jax.Array, w: jax.Array) -> jax.Array:
@@ -72,7 +108,7 @@ def _pairs(r: jax.Array, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 @dataclasses.dataclass(frozen=True)
-class RewardLoss:
+class RewardLoss(_Loss):
     """The loss of a reward model ``kind``: "ppm" (Bradley-Terry on pairs), "pqm" (MSE of
     tanh(r / squash_scale) to Q per candidate), "orm" (BCE of the outcome label per candidate).
     Every kind reports pairwise accuracy over the batch's pairs. (A frozen dataclass: hashable,
@@ -85,15 +121,15 @@ class RewardLoss:
         if self.kind not in ("ppm", "pqm", "orm"):
             raise ValueError(f"reward model kind must be ppm, pqm or orm, got {self.kind!r}")
 
-    def __call__(self, config: ModelConfig, params, batch) -> tuple[jax.Array, dict]:
+    def sums(self, config: ModelConfig, params, batch) -> Sums:
         r = candidate_scores(config, params, batch)
         ra, rb, valid = _pairs(r, batch)
         if self.kind == "ppm":
-            loss = bt_loss(ra, rb, batch["pair_w"])
+            loss = _weighted(-jax.nn.log_sigmoid(ra - rb), batch["pair_w"])  # bt_loss's parts
         elif self.kind == "pqm":
-            loss = _masked_mean((jnp.tanh(r / self.squash_scale) - batch["cand_q"]) ** 2, batch["cand_mask"])
+            loss = _weighted((jnp.tanh(r / self.squash_scale) - batch["cand_q"]) ** 2, batch["cand_mask"])
         else:
             bce = jax.nn.softplus(r) - batch["cand_label"] * r  # -log sigmoid(r) or -log(1 - sigmoid(r))
-            loss = _masked_mean(bce, batch["cand_mask"])
-        acc = _masked_mean((ra > rb).astype(jnp.float32), valid)
-        return loss, {"loss": loss, "pair_acc": acc, "pairs": jnp.sum(valid)}
+            loss = _weighted(bce, batch["cand_mask"])
+        acc, pairs = _weighted((ra > rb).astype(jnp.float32), valid)
+        return {"loss": loss, "pair_acc": (acc, pairs), "pairs": (pairs, None)}

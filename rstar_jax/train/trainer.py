@@ -7,6 +7,13 @@ same code runs on one CPU, 8 fake devices, or several hosts after
 ``init_distributed`` (every process reads the same global batch and hands each
 of its devices its shard). Checkpoints hold the whole state; a run resumes from
 the latest one and continues exactly as if never stopped.
+
+Bounded memory: a step takes the global batch (``cfg.batch_size`` rows) and runs it
+as micro-batches of ``micro_batch`` rows per device in a ``lax.scan`` inside the one
+jitted step, adding the loss's numerators, denominators and gradients and dividing
+once, so the update equals the whole batch's (``losses.Sums``). The micro-batch is
+the largest that the memory estimate (``train.memory``) fits in the device's memory
+or ``cfg.memory_gb``; a setting that cannot fit fails before anything compiles.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -26,16 +33,23 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rstar_jax.errors import UserError
 from rstar_jax.models import ModelConfig
 from rstar_jax.models.sharding import batch_sharding, make_mesh, param_shardings, shard_params
 from rstar_jax.shapes import check_shapes
 from rstar_jax.train.batching import Rows, RowStream
 from rstar_jax.train.checkpoint import Checkpointer
 from rstar_jax.train.config import TrainConfig
+from rstar_jax.train.losses import Sums, ratios
+from rstar_jax.train.memory import MemoryPlan, plan_memory
 from rstar_jax.train.metrics import MetricsLogger
 from rstar_jax.train.state import TrainState, cast_floats, init_state, optimizer, schedule
 
-LossFn = Callable[[ModelConfig, Any, dict], tuple[jax.Array, dict]]
+
+class LossFn(Protocol):
+    """A hashable loss (``losses.SFTLoss``, ``losses.RewardLoss``): additive sums of a batch."""
+
+    def sums(self, config: ModelConfig, params: Any, batch: dict) -> Sums: ...
 
 
 class TrainingDiverged(FloatingPointError):
@@ -51,6 +65,11 @@ def data_seed(seed: int) -> int:
     """The data-order seed of a run, from its RNG key (stored in ``TrainState.rng``)."""
     k = np.asarray(jax.random.key_data(jax.random.key(seed)), np.uint64)
     return int(k[0] << np.uint64(32) | k[1])
+
+
+def data_shards(mesh: Mesh) -> int:
+    """Devices a batch is split over (the data-parallel axes)."""
+    return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
 def total_steps(cfg: TrainConfig, stream: RowStream) -> int:
@@ -70,7 +89,8 @@ def _put(rows: Rows, mesh) -> dict[str, jax.Array]:
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
     """Everything static about a train step. Hashable: equal specs (the same model, settings,
-    length and mesh) share one compiled program, e.g. a rerun or a resumed run in one process."""
+    length and mesh) share one compiled program, e.g. a rerun or a resumed run in one process.
+    ``cfg.micro_batch``: rows per device per micro-step (0: the whole batch at once)."""
 
     loss_fn: LossFn
     model_config: ModelConfig
@@ -81,11 +101,19 @@ class StepSpec:
     def tx(self) -> optax.GradientTransformation:
         return optimizer(self.cfg, self.total_steps)
 
-    def loss(self, params, batch):
+    def sums(self, params, batch) -> Sums:
         dtype = self.cfg.compute_dtype
         if dtype != "float32":
             params = cast_floats(params, jnp.dtype(dtype))
-        return self.loss_fn(self.model_config.replace(dtype=dtype), params, batch)
+        return self.loss_fn.sums(self.model_config.replace(dtype=dtype), params, batch)
+
+    def loss(self, params, batch) -> tuple[jax.Array, dict]:
+        metrics = ratios(self.sums(params, batch))
+        return metrics["loss"], metrics
+
+    def micro_steps(self) -> int:
+        per_device = self.cfg.batch_size // data_shards(self.mesh)
+        return per_device // self.cfg.micro_batch if self.cfg.micro_batch else 1
 
     def shardings(self, state: TrainState) -> TrainState:
         """Params and their optimizer moments by the model's sharding rules; scalars replicated."""
@@ -123,11 +151,55 @@ def _train_step(spec: StepSpec, state: TrainState, batch) -> tuple[TrainState, d
         "pair_w": "Rows P",
     }
     check_shapes("train_step", **{k: (v, dims[k]) for k, v in batch.items()})
-    (_, metrics), grads = jax.value_and_grad(spec.loss, has_aux=True)(state.params, batch)
+
+    def grad_sums(mb) -> tuple[Any, Sums]:
+        """A micro-batch's sums and the gradient of its loss numerator (the denominator is data:
+        token or pair weights), to be added over micro-batches and divided once."""
+
+        def numerator(params):
+            sums = spec.sums(params, mb)
+            return sums["loss"][0], sums
+
+        (_, sums), grads = jax.value_and_grad(numerator, has_aux=True)(state.params)
+        return grads, sums
+
+    n = spec.micro_steps()
+    if n == 1:
+        grads, sums = grad_sums(batch)
+    else:
+        micro = _micro_batches(spec, batch, n)
+        shapes = jax.eval_shape(grad_sums, {k: v[0] for k, v in micro.items()})
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        zeros = (jax.lax.with_sharding_constraint(zeros[0], spec.shardings(state).params), zeros[1])
+
+        def add(acc, mb):
+            return jax.tree.map(jnp.add, acc, grad_sums(mb)), None
+
+        (grads, sums), _ = jax.lax.scan(add, zeros, micro)  # one micro-batch's activations at a time
+    den = jnp.maximum(sums["loss"][1], 1e-9)
+    grads = jax.tree.map(lambda g: g / den, grads)
     updates, opt_state = spec.tx().update(grads, state.opt_state, state.params)
     new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state, state.rng)
-    metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": schedule(spec.cfg, spec.total_steps)(state.step)}
+    metrics = {
+        **ratios(sums),
+        "grad_norm": optax.global_norm(grads),
+        "lr": schedule(spec.cfg, spec.total_steps)(state.step),
+    }
     return jax.lax.with_sharding_constraint(new, spec.shardings(new)), metrics
+
+
+def _micro_batches(spec: StepSpec, batch: dict, n: int) -> dict:
+    """[B, ...] rows, sharded over the S data-parallel devices -> [n, B / n, ...]: micro-batch i
+    holds rows [i m, (i + 1) m) of every device's shard (m = B / (S n)), so no row moves."""
+    s = data_shards(spec.mesh)
+
+    def split(x):
+        m = x.shape[0] // (s * n)
+        y = x.reshape(s, n, m, *x.shape[1:]).swapaxes(0, 1).reshape(n, s * m, *x.shape[1:])
+        sh = batch_sharding(spec.mesh, x.ndim)
+        return jax.lax.with_sharding_constraint(y, NamedSharding(spec.mesh, P(None, *sh.spec)))
+
+    return {k: split(v) for k, v in batch.items()}
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -150,14 +222,16 @@ class Trainer:
     def __post_init__(self):
         cfg = self.cfg
         self.mesh = make_mesh(cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor)
-        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        shards = data_shards(self.mesh)
         if cfg.batch_size % shards:
-            raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {shards} data-parallel shards")
+            raise UserError(f"batch_size={cfg.batch_size} is not divisible by the {shards} data-parallel devices")
         self.total_steps = total_steps(cfg, self.stream)
-        # the seed only seeds the state: runs that differ in it alone share compiled steps
-        self.spec = StepSpec(
-            self.loss_fn, self.model_config, dataclasses.replace(cfg, seed=0), self.total_steps, self.mesh
-        )
+        # before anything compiles: the micro-batch that fits, or a UserError saying why none does
+        self.plan: MemoryPlan = plan_memory(self.model_config, cfg, self.mesh, self.stream.epoch(0))
+        # the seed only seeds the state and the memory budget only picks the micro-batch: runs that
+        # differ in them alone (with the same micro-batch) share compiled steps
+        spec_cfg = dataclasses.replace(cfg, seed=0, memory_gb=None, micro_batch=self.plan.micro_batch)
+        self.spec = StepSpec(self.loss_fn, self.model_config, spec_cfg, self.total_steps, self.mesh)
         self.meta = {
             **self.meta,
             "total_steps": self.total_steps,
@@ -191,7 +265,7 @@ class Trainer:
                 )
         start = start or 0
         log = MetricsLogger(self.log_dir, self.total_steps, start, desc)
-        summary: dict = {"start_step": start}
+        summary: dict = {"start_step": start, **self.plan.summary()}
         try:
             rows = self.stream.batch(start) if start < self.total_steps else None
             t0, tokens = time.perf_counter(), 0
@@ -232,8 +306,9 @@ class Trainer:
         return state.params, summary
 
     def evaluate(self, params, rows: Rows, weight_key: str) -> dict:
-        """Forward-only metrics over ``rows`` in batches, averaged with weights ``metrics[weight_key]``."""
-        b, n = self.cfg.batch_size, len(rows["tokens"])
+        """Forward-only metrics over ``rows`` in micro-batches (what fits a training step fits its
+        forward), averaged with weights ``metrics[weight_key]``."""
+        b, n = self.plan.micro_batch * data_shards(self.mesh), len(rows["tokens"])
         totals: dict[str, float] = {}
         for i in range(0, n, b):
             chunk = {k: v[i : i + b] for k, v in rows.items()}

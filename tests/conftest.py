@@ -70,3 +70,17 @@ def tiny(tmp_path_factory):
     model = make_hf_checkpoint(path, "qwen2", vocab_size=len(tokenizer), max_position_embeddings=128)
     config, params = models.load_hf(str(path))
     return config, params, model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def search_trees(tmp_path_factory):
+    """Real trees: `rstar-jax search` with the scripted bootstrap proposer on synthetic problems."""
+    from rstar_jax import cli
+    from rstar_jax.data import save_problems
+    from rstar_jax.domain import generate_problems
+
+    d = tmp_path_factory.mktemp("view_search")
+    save_problems(generate_problems(8, 2, seed=0), d / "p.jsonl")
+    argv = ["search", "--policy", "bootstrap", "--data", str(d / "p.jsonl"), "--out", str(d / "out")]
+    assert cli.main([*argv, "--rollouts", "4", "--candidates", "3", "--seed", "0"]) == 0
+    return d / "out" / "trees.jsonl"

@@ -118,3 +118,24 @@ def test_compaction_plan_unit(tiny):
     done[:] = True
     done[5, 1] = False  # bucket 1 x n' 1
     assert [a.tolist() for a in engine._compaction(done.reshape(-1), 8)] == [[5], [21]]
+
+
+def test_decode_batches_fit_the_memory_budget(tiny):
+    """A budget that fits only a few rows caps the decode batch (a power of two) without changing
+    any sample; a budget below the model itself is refused before anything compiles."""
+    from rstar_jax.engine.buckets import row_bytes, rows_that_fit
+    from rstar_jax.errors import UserError
+    from rstar_jax.memory import GB
+
+    config, params, _, _ = tiny
+    weights = config.num_params() * 4
+    budget = weights + 5 * row_bytes(config, config.max_position_embeddings)  # room for 5 rows
+    assert rows_that_fit(config, config.max_position_embeddings, budget) == 5
+    small = Engine(config, params, memory_gb=budget / GB)
+    assert small.max_rows == 4
+    prompts = prompts_of([3, 7, 5], config.vocab_size, seed=9)
+    kw = dict(n=3, max_new_tokens=6, temperature=1.0, seed=4)
+    (got, _), (want, _) = small.generate(prompts, **kw), Engine(config, params).generate(prompts, **kw)
+    assert [[c.token_ids for c in cs] for cs in got] == [[c.token_ids for c in cs] for cs in want]
+    with pytest.raises(UserError, match="do not fit the .* GB budget"):
+        Engine(config, params, memory_gb=weights / 2 / GB)

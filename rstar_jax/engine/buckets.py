@@ -5,6 +5,7 @@ suffix) length, the cached-prefix length and the new-token budget are each
 rounded up to the next bucket. The default ladder is powers of two with the
 1.5x steps in between (1, 2, 3, 4, 6, 8, 12, 16, 24, ...): at most a third of
 any padded dimension is waste, and a dimension up to 4096 has ~20 buckets.
+``rows_that_fit`` bounds the row dimension by device memory.
 ``Buckets.coarse()`` (powers of two only) halves the buckets per dimension for
 workloads whose shapes change every call, like tree search, where compiling a
 new combination costs more than the padding it saves.
@@ -13,6 +14,10 @@ new combination costs more than the padding it saves.
 from __future__ import annotations
 
 import dataclasses
+
+import jax.numpy as jnp
+
+from rstar_jax.models import ModelConfig
 
 
 def ladder(lo: int, hi: int, midpoints: bool = True) -> tuple[int, ...]:
@@ -57,3 +62,17 @@ class Buckets:
 
     def tokens(self, n: int, what: str = "length") -> int:
         return pick(n, self.length, what)
+
+
+def row_bytes(config: ModelConfig, max_len: int) -> int:
+    """Device bytes one decode row can hold: its KV for ``max_len`` tokens of own slots plus as many
+    of a shared prefix (an upper bound: a prefix is shared by its prompt's rows), and float32 logits
+    with the sampler's working copies."""
+    kv_per_token = 2 * config.num_layers * config.num_kv_heads * config.head_dim * jnp.dtype(config.dtype).itemsize
+    return 2 * kv_per_token * max_len + 3 * 4 * config.vocab_size
+
+
+def rows_that_fit(config: ModelConfig, max_len: int, budget: int) -> int:
+    """Decode rows whose ``row_bytes`` fit ``budget`` beside the parameters (0 if none)."""
+    room = budget - config.num_params() * jnp.dtype(config.dtype).itemsize
+    return max(room // row_bytes(config, max_len), 0)

@@ -18,12 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from rstar_jax.engine import decode
-from rstar_jax.engine.buckets import Buckets
+from rstar_jax.engine.buckets import Buckets, row_bytes, rows_that_fit
 from rstar_jax.engine.codec import Codec
 from rstar_jax.engine.sampling import SamplingMode
 from rstar_jax.engine.scoring import left_pad, score_sequences
 from rstar_jax.engine.stops import cut_at_stop, first_stop, rows_with_stop
 from rstar_jax.engine.types import Completion, GenerateStats, Prefix
+from rstar_jax.errors import UserError
+from rstar_jax.memory import GB, memory_budget
 from rstar_jax.models import ModelConfig
 from rstar_jax.sequences import common_prefix
 
@@ -34,7 +36,9 @@ class Engine:
     """Jitted generation and PPM scoring for one model.
 
     chunk:    tokens per decode call (host checks between calls); 0 = one while_loop.
-    max_rows: decode rows per device batch (prompts x n); larger requests run in groups.
+    max_rows: decode rows per device batch (prompts x n); larger requests run in groups. Lowered
+              (to a power of two) to what fits ``memory_gb`` (default: the device's memory, see
+              ``rstar_jax.memory``) by ``rows_that_fit``; a model that fits no row is refused.
     max_len:  longest prompt + completion (default: the model's max_position_embeddings).
     share_prefill: prefill each prompt once for its n rows (False: once per row, for comparison).
     compact:  between decode calls (chunk > 0), move the unfinished rows to a batch of at most half
@@ -55,6 +59,7 @@ class Engine:
         max_len: int | None = None,
         share_prefill: bool = True,
         compact: bool = False,
+        memory_gb: float | None = None,
     ):
         self.config, self.params = config, params
         # the jitted functions take the config as a static argument: token ids play no part there
@@ -62,6 +67,15 @@ class Engine:
         self.codec = Codec(tokenizer) if tokenizer is not None else None
         self.chunk, self.max_rows, self.share_prefill, self.compact = chunk, max_rows, share_prefill, compact
         self.max_len = max_len or config.max_position_embeddings
+        budget, source = memory_budget(memory_gb)
+        fit = rows_that_fit(config, self.max_len, budget)
+        if fit < 1:
+            raise UserError(
+                f"the model ({config.num_params() * jnp.dtype(config.dtype).itemsize / GB:.2f} GB) and one decode "
+                f"row of {self.max_len} tokens ({row_bytes(config, self.max_len) / GB:.2f} GB) do not fit the "
+                f"{budget / GB:.2f} GB budget ({source}); use a shorter max_len, bfloat16, or more memory (memory_gb)"
+            )
+        self.max_rows = min(max_rows, 1 << (fit.bit_length() - 1))  # a power of two: row buckets round up
         self.buckets = buckets.up_to(self.max_len)
         self.eos_ids = ({config.eos_token_id} if config.eos_token_id is not None else set()) | (
             self.codec.eos_ids() if self.codec else set()

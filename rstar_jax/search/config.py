@@ -44,6 +44,8 @@ class SearchConfig:
                      "none" backs up 0 (no reward model, no gold: answers are voted on).
     squash:          maps raw PPM scores into [-1, 1] ("tanh5" = tanh(r/5), as the official code).
     batch_size:      problems searched in lockstep.
+    memory_gb:       device memory the policy's engine may use (default: the device's; see rstar_jax.memory):
+                     its decode batches are capped to the rows whose KV cache fits.
     min_batch:       the policy's generation batches are padded to at least this many prompts
                      (rounded up to a power of two): as a batch's problems finish, its shrinking batches keep
                      one compiled program instead of one per size. Worth raising where a decode
@@ -68,6 +70,7 @@ class SearchConfig:
     batch_size: int = 64
     min_batch: int = 8
     max_nodes: int = 4096
+    memory_gb: float | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -86,6 +89,8 @@ class SearchConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.reward == "ppm" and self.mode != "ppm":
             raise ValueError("reward='ppm' needs mode='ppm' (a reward model)")
+        if self.memory_gb is not None and not self.memory_gb > 0:
+            raise ValueError(f"memory_gb must be > 0, got {self.memory_gb}")
 
     def replace(self, **kw) -> "SearchConfig":
         return dataclasses.replace(self, **kw)

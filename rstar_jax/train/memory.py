@@ -31,18 +31,16 @@ batch sizes).
 from __future__ import annotations
 
 import dataclasses
-import resource
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from rstar_jax.errors import UserError
+from rstar_jax.memory import GB, memory_budget
 from rstar_jax.models import ModelConfig, init_params
 from rstar_jax.models.sharding import param_shardings
 from rstar_jax.train.config import TrainConfig
-
-GB = 1e9
 
 # Bytes per unit of each term, fitted (rounded up) to XLA:CPU's temp memory per row of 16- to
 # 512-row steps (a few rows get less: XLA fuses small steps differently) over T 256..2048, 1..4
@@ -53,9 +51,6 @@ ATTN = 7.0  # per T^2, layer and query head: the f32 lower triangle (2 bytes per
 LINEAR = 1.2  # per token, layer and unit of 5 D + 5 F + 3 H Dh + 4 Hkv Dh, times e bytes
 VOCAB = 12.0  # per token and vocabulary entry, LM loss only (f32 logits, one-hot, softmax)
 EMBED = 12  # per token and hidden unit: the embedding output, final norm, RoPE tables
-
-DEVICE_FRACTION = 0.9  # of an accelerator's free memory
-HOST_FRACTION = 0.6  # of the host's available memory (the host also holds the data, the compiler, the runtime)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,94 +115,6 @@ def fixed_bytes(config: ModelConfig, cfg: TrainConfig, mesh: Mesh, row_bytes_in:
         state += whole // mesh.shape["tensor"] // (2 if cfg.compute_dtype == "bfloat16" else 1)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     return state + cfg.batch_size // shards * row_bytes_in
-
-
-# --- the budget --------------------------------------------------------------------------------
-def _meminfo_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _cgroup_room() -> int | None:
-    for limit, used in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
-        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
-    ):
-        try:
-            with open(limit) as f:
-                raw = f.read().strip()
-            with open(used) as f:
-                cur = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if raw.isdigit() and int(raw) < 1 << 60:
-            return int(raw) - cur
-    return None
-
-
-def _rlimit_room() -> int | None:
-    """Address space left under RLIMIT_AS (``ulimit -v``), if one is set."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
-        return None
-    try:
-        with open("/proc/self/status") as f:
-            size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-    except (OSError, StopIteration):
-        return None
-    return soft - size
-
-
-def host_available_bytes() -> tuple[int, str]:
-    """The host memory a process may still take: the least of MemAvailable, the cgroup's room and
-    the address-space rlimit's room."""
-    found = {
-        "MemAvailable": _meminfo_available(),
-        "cgroup limit": _cgroup_room(),
-        "RLIMIT_AS": _rlimit_room(),
-    }
-    found = {k: v for k, v in found.items() if v is not None}
-    if not found:
-        return 8 * 2**30, "an assumed 8 GiB host"
-    name = min(found, key=found.get)
-    return max(found[name], 0), name
-
-
-def memory_budget(memory_gb: float | None) -> tuple[int, str]:
-    """(bytes one device may use for a step, where the number comes from); in a multi-process run
-    the least over the processes, so that every process picks the same micro-batch."""
-    if memory_gb is not None:
-        return int(memory_gb * GB), f"memory_gb={memory_gb}"
-    budget, source = _local_budget()
-    if jax.process_count() > 1:  # every process gets the same number (whole MiB)
-        from jax.experimental import multihost_utils
-
-        mib = multihost_utils.process_allgather(np.int32(min(budget >> 20, 2**31 - 1)))  # int32: no x64 needed
-        least = int(np.min(mib)) << 20
-        source = source if least == budget >> 20 << 20 else f"the least over {jax.process_count()} processes"
-        budget = least
-    return budget, source
-
-
-def _local_budget() -> tuple[int, str]:
-    dev = jax.local_devices()[0]
-    try:
-        stats = dev.memory_stats() if dev.platform != "cpu" else None
-    except Exception:  # noqa: BLE001 - a backend without memory stats
-        stats = None
-    if stats and stats.get("bytes_limit"):
-        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-        return int(free * DEVICE_FRACTION), f"{DEVICE_FRACTION:.0%} of {dev.device_kind} free memory"
-    host, name = host_available_bytes()
-    n = len(jax.local_devices())
-    share = f" / {n} CPU devices" if n > 1 else ""
-    return int(host * HOST_FRACTION / n), f"{HOST_FRACTION:.0%} of the host's {name} ({host / GB:.1f} GB){share}"
 
 
 # --- the plan ----------------------------------------------------------------------------------

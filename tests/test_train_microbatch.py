@@ -199,33 +199,64 @@ def test_settings_bounds_in_python():
         RewardConfig(squash_scale=0.0)
 
 
-# The paper's PPM batch on small pair data, a 2-layer hidden-64 model (the quick demo's size) and
-# every other setting at its default, in a process whose address space is capped at 8 GiB: unsplit,
-# the step asks XLA for ~22 GB (and the old trainer was killed); the budget comes from the limit.
-DEFAULT_PPM = """
-import json, os, resource, sys
+# `rstar-jax train-ppm` with every setting at its default (the paper's 512 x 1,024 batch) on the
+# trees of a quick-demo-style bootstrap search, from a 2-layer hidden-64 model (the quick demo's
+# size), in a process whose address space is capped at 8 GiB: unsplit, the step asks XLA for
+# ~22 GB (the old trainer was killed); the budget comes from the limit.
+LIMITED_CLI = """
+import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
-import jax
-from rstar_jax.models import ModelConfig, init_params
-from rstar_jax.train.config import RewardConfig
-from rstar_jax.train.reward import train_reward_model
-from tests.test_train_loop import ppm_groups, tokenizer
-
-tok = tokenizer()
-config = ModelConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
-                     num_kv_heads=1, tie_word_embeddings=True)
-train_reward_model(ppm_groups(), (config, init_params(config, jax.random.key(0))), tok, sys.argv[1], RewardConfig())
+from rstar_jax.cli import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_default_ppm_batch_trains_under_an_address_space_limit(tmp_path):
-    env = {**os.environ, "RSTAR_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu", "MALLOC_ARENA_MAX": "2"}
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+def test_default_train_ppm_on_demo_trees_under_an_address_space_limit(tmp_path):
+    from rstar_jax.cli import main
+    from rstar_jax.data import save_problems
+    from rstar_jax.domain import generate_problems
+    from rstar_jax.evolve.base_model import build_base_model
+    from rstar_jax.evolve.config import BaseModelSpec
+    from rstar_jax.train.config import CopyWarmupConfig
+
+    problems = [p for tier in (1, 2, 3) for p in generate_problems(4, tier, seed=tier)]
+    save_problems(problems, tmp_path / "p.jsonl")
+    search = ["search", "--policy", "bootstrap", "--data", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "s")]
+    assert main([*search, "--rollouts", "4", "--candidates", "4"]) == 0  # configs/demo_quick.yaml's round 1
+    spec = BaseModelSpec(
+        vocab_size=400,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        max_position_embeddings=1024,
+        copy_warmup=CopyWarmupConfig(steps=0),
+    )
+    build_base_model(spec, problems, str(tmp_path / "base"))
+    env = {
+        **os.environ,
+        "RSTAR_NO_PROGRESS": "1",
+        "JAX_PLATFORMS": "cpu",
+        "MALLOC_ARENA_MAX": "2",
+        "RSTAR_JAX_COMPILE_CACHE": "off",
+    }
+    argv = [
+        "train-ppm",
+        "--trees",
+        str(tmp_path / "s" / "trees.jsonl"),
+        "--init",
+        str(tmp_path / "base"),
+        "--out",
+        str(tmp_path / "ppm"),
+        "--steps",
+        "1",
+    ]
     out = subprocess.run(
-        [sys.executable, "-c", DEFAULT_PPM, str(tmp_path)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", LIMITED_CLI, *argv], env=env, capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "ppm" / "summary.json").read_text())
     assert summary["steps"] == 1 and np.isfinite(summary["loss"])
     assert summary["micro_batch"] * summary["micro_steps"] == 512 and summary["micro_batch"] < 512
     mem = summary["memory"]

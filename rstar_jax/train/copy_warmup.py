@@ -10,7 +10,8 @@ about the domain's problems or solutions is in them.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
+import os
+import shutil
 
 import numpy as np
 
@@ -40,7 +41,10 @@ def copy_warmup(
     """Train ``init`` on the copy task over ``token_ids`` (the non-special ids); metrics (TensorBoard,
     ``metrics.jsonl``, ``summary.json``) to ``log_dir``; returns (config, float32 params)."""
     meta = {"kind": "copy_warmup", "config": dataclasses.asdict(cfg)}
-    with tempfile.TemporaryDirectory() as ckpt:  # the base stage is redone whole after a crash
-        params, summary = fit_packed(copy_items(cfg, token_ids), init, cfg, ckpt, log_dir, meta, "copy warm-up")
+    # checkpoints inside log_dir (the base unit's partial folder, removed with it after a crash: the
+    # base stage is redone whole), not in /tmp where a killed run would leave them
+    ckpt = os.path.join(log_dir, "ckpt")
+    params, summary = fit_packed(copy_items(cfg, token_ids), init, cfg, ckpt, log_dir, meta, "copy warm-up")
+    shutil.rmtree(ckpt, ignore_errors=True)
     write_summary(log_dir, summary)
     return init[0], params

@@ -12,6 +12,7 @@ loss, ``loss(config, params, batch)``, returns ``(loss, metrics)`` of one batch.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 
 import jax
@@ -51,9 +52,13 @@ def _weighted(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.sum(x * w), jnp.sum(w)
 
 
-class _Loss:
+class _Loss(abc.ABC):
+    """A loss given as additive (numerator, denominator) sums, so micro-batches can be summed
+    before the one division; calling it gives (loss, metrics) of a whole batch."""
+
+    @abc.abstractmethod
     def sums(self, config: ModelConfig, params, batch) -> Sums:
-        raise NotImplementedError
+        """Every metric as a (numerator, denominator or None) pair over ``batch``."""
 
     def __call__(self, config: ModelConfig, params, batch) -> tuple[jax.Array, dict]:
         metrics = ratios(self.sums(config, params, batch))

@@ -71,14 +71,15 @@ def host_available_bytes() -> tuple[int, str]:
     return max(found[name], 0), name
 
 
-def memory_budget(memory_gb: float | None) -> tuple[int, str]:
+def memory_budget(memory_gb: float | None, agree: bool = True) -> tuple[int, str]:
     """(bytes one device may use, where the number comes from): ``memory_gb`` if set, else a share
     of the device's free memory; in a multi-process run the least over the processes, so that every
-    process sizes its batches alike."""
+    process sizes its batches alike (``agree=False``: this process's own, with no collective, for
+    sizes that only this process's devices see, such as the engine's decode batches)."""
     if memory_gb is not None:
         return int(memory_gb * GB), f"memory_gb={memory_gb}"
     budget, source = _local_budget()
-    if jax.process_count() > 1:  # every process gets the same number (whole MiB)
+    if agree and jax.process_count() > 1:  # every process gets the same number (whole MiB)
         from jax.experimental import multihost_utils
 
         mib = multihost_utils.process_allgather(np.int32(min(budget >> 20, 2**31 - 1)))  # int32: no x64 needed

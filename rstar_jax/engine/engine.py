@@ -67,7 +67,7 @@ class Engine:
         self.codec = Codec(tokenizer) if tokenizer is not None else None
         self.chunk, self.max_rows, self.share_prefill, self.compact = chunk, max_rows, share_prefill, compact
         self.max_len = max_len or config.max_position_embeddings
-        budget, source = memory_budget(memory_gb)
+        budget, source = memory_budget(memory_gb, agree=False)  # no collective: batches are per process
         fit = rows_that_fit(config, self.max_len, budget)
         if fit < 1:
             raise UserError(

@@ -14,13 +14,12 @@ from rstar_jax.search.records import (
     mean_q,
     min_q,
     read_records,
-    record_from_tree,
     trajectories,
     trajectory_steps,
     write_records,
 )
 from rstar_jax.search.tree import Tree
-from tests.tree_checks import check_invariants
+from tests.tree_checks import check_invariants, record_from_tree
 
 
 def _tree() -> Tree:

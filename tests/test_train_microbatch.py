@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 from rstar_jax.errors import UserError
+from rstar_jax.memory import memory_budget
 from rstar_jax.models import init_value_head
 from rstar_jax.models.sharding import make_mesh, shard_params
 from rstar_jax.train.batching import EncodedSFT, encode_groups, group_caps, pack_groups, pack_sft
 from rstar_jax.train.config import RewardConfig, SFTConfig
 from rstar_jax.train.losses import RewardLoss, sft_loss
-from rstar_jax.train.memory import memory_budget, plan_memory
+from rstar_jax.train.memory import plan_memory
 from rstar_jax.train.reward import train_reward_model
 from rstar_jax.train.trainer import StepSpec, _init, _put, _train_step
 from tests.test_train_loop import _flat, ppm_groups, tiny, tokenizer

@@ -1,11 +1,13 @@
-"""Test-only checks of device trees: invariants and root paths."""
+"""Test-only helpers for device trees: invariants, root paths, a record from one tree slice."""
 
 from __future__ import annotations
+
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 
-from rstar_jax.search.records import q_value, root_path
+from rstar_jax.search.records import TreeRecord, q_value, record_from_arrays, root_path
 from rstar_jax.search.tree import Tree, tree_slice
 
 
@@ -70,3 +72,24 @@ def check_invariants(tree: Tree, mode: str = "terminal", atol: float = 1e-5) -> 
         may_own = t.terminal & ~has_kids
         bad = used & ((own < 0) | ((own != 0) & ~may_own))
         assert not bad.any(), f"visits != birth + children + own terminal visits: {where(bad)}"
+
+
+def record_from_tree(
+    tree: Any, infos: Sequence[Any], *, problem_id: str, question: str, gold: str, meta: dict | None = None
+) -> TreeRecord:
+    """``record_from_arrays`` for one device tree as numpy arrays without the batch axis
+    (``tree.tree_slice``); it must hold exactly ``len(infos)`` nodes."""
+    if len(infos) != int(tree.num_nodes):
+        raise ValueError(f"{len(infos)} host nodes for a tree of {int(tree.num_nodes)} nodes")
+    return record_from_arrays(
+        parent=tree.parent,
+        depth=tree.depth,
+        visits=tree.visits,
+        value_sum=tree.value_sum,
+        terminal=tree.terminal,
+        infos=infos,
+        problem_id=problem_id,
+        question=question,
+        gold=gold,
+        meta=meta,
+    )

@@ -27,7 +27,7 @@ import socket
 import time
 from typing import Any, Iterator
 
-from rstar_jax.io import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+from rstar_jax.io import atomic_write_json
 from rstar_jax.runs import partial_path, remove_dead_partials
 
 

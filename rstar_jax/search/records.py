@@ -172,27 +172,6 @@ def record_from_arrays(
     return TreeRecord(problem_id, question, gold, nodes, dict(meta or {}))
 
 
-def record_from_tree(
-    tree: Any, infos: Sequence[Any], *, problem_id: str, question: str, gold: str, meta: dict | None = None
-) -> TreeRecord:
-    """``record_from_arrays`` for one device tree as numpy arrays without the batch axis
-    (``tree.tree_slice``); it must hold exactly ``len(infos)`` nodes."""
-    if len(infos) != int(tree.num_nodes):
-        raise ValueError(f"{len(infos)} host nodes for a tree of {int(tree.num_nodes)} nodes")
-    return record_from_arrays(
-        parent=tree.parent,
-        depth=tree.depth,
-        visits=tree.visits,
-        value_sum=tree.value_sum,
-        terminal=tree.terminal,
-        infos=infos,
-        problem_id=problem_id,
-        question=question,
-        gold=gold,
-        meta=meta,
-    )
-
-
 # ---- trajectories ----
 
 

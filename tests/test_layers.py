@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "rstar_jax"
 LAYERS = [
     {"errors"},  # the user-error type every layer raises
     {"steps", "sequences", "config", "io", "lru", "shapes"},
-    {"runs", "memory"},  # run folders (uses io); the device memory budget
+    {"runs", "memory", "distributed"},  # run folders (uses io); the device memory budget; processes
     {"kernels"},
     {"models"},
     {"engine"},

@@ -254,6 +254,7 @@ def test_cli_and_hf_exports(tmp_path):
 
     from rstar_jax.cli.train import add_extract_parser, add_train_policy_parser, add_train_ppm_parser
     from rstar_jax.models import load_hf
+    from rstar_jax.models.hf_ppm import load_ppm
     from rstar_jax.search.records import write_records
     from rstar_jax.train.examples import write_pairs
     from tests.test_extract import TREE1
@@ -308,7 +309,7 @@ def test_cli_and_hf_exports(tmp_path):
         )
         == 0
     )
-    ppm_config, ppm_params = load_hf(str(tmp_path / "ppm" / "hf"))
+    ppm_config, ppm_params = load_ppm(str(tmp_path / "ppm" / "hf"))
     assert ppm_config.value_head and ppm_params["value_head"]["kernel"].dtype == np.float32
     assert (tmp_path / "ppm" / "hf" / "tokenizer.json").exists()
     assert np.isfinite(np.asarray(ppm_scores(ppm_config, ppm_params, ids))).all()

@@ -6,22 +6,25 @@ import json
 
 
 def _load_any(path: str, dtype: str):
-    from rstar_jax.models import load_hf
+    """A policy or a PPM (any layout of models.hf_ppm) from an HF or orbax folder."""
+    from rstar_jax.models.hf_ppm import load_model
     from rstar_jax.models.orbax_io import is_orbax_folder, load_orbax
 
-    return load_orbax(path, dtype) if is_orbax_folder(path) else load_hf(path, dtype)
+    return load_orbax(path, dtype) if is_orbax_folder(path) else load_model(path, dtype)
 
 
 def _info(args) -> int:
     import jax
 
     from rstar_jax.models import ModelConfig
+    from rstar_jax.models.hf_ppm import ppm_layout
     from rstar_jax.models.orbax_io import is_orbax_folder
 
     config = ModelConfig.from_json_file(f"{args.model}/config.json", dtype=args.dtype)
+    orbax = is_orbax_folder(args.model)
     out = {
         "model": args.model,
-        "format": "orbax" if is_orbax_folder(args.model) else "hf",
+        "format": "orbax" if orbax else "hf",
         "parameters": config.num_params(),
         "matmul_parameters": config.matmul_params(),
         "config": config.__dict__,
@@ -31,8 +34,12 @@ def _info(args) -> int:
         "process_count": jax.process_count(),
     }
     if args.load:  # also read every tensor: catches a broken checkpoint early
-        _, params = _load_any(args.model, args.dtype)
+        loaded, params = _load_any(args.model, args.dtype)
         out["loaded_parameters"] = int(sum(x.size for x in jax.tree.leaves(params)))
+        # the model as read (a PPM's head may sit in value_head.bin, its LM head be absent) and its PPM
+        # layout (models.hf_ppm), or None for a policy
+        out.update(parameters=loaded.num_params(), config=loaded.__dict__)
+        out["ppm"] = ("ours" if loaded.value_head else None) if orbax else ppm_layout(args.model)
     print(json.dumps(out, indent=2, default=str))
     return 0
 
@@ -43,6 +50,7 @@ def _convert(args) -> int:
 
     from rstar_jax.errors import UserError
     from rstar_jax.models import save_hf
+    from rstar_jax.models.hf_ppm import save_ppm_hf
     from rstar_jax.models.orbax_io import is_orbax_folder, save_orbax
     from rstar_jax.runs import partial_path, remove_dead_partials, replace_dir
 
@@ -65,7 +73,8 @@ def _convert(args) -> int:
     tmp = partial_path(hidden)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        (save_hf if to == "hf" else save_orbax)(config, params, tmp)
+        save = save_orbax if to == "orbax" else save_ppm_hf if config.value_head else save_hf
+        save(config, params, tmp)
         if to == "hf":
             for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
                 if os.path.exists(os.path.join(args.src, name)):
@@ -96,12 +105,16 @@ def add_convert_parser(sub) -> None:
         help="convert an HF folder to an orbax checkpoint and back",
         description="Convert between a Hugging Face folder (config.json + safetensors, loadable "
         "by transformers/vLLM) and an orbax checkpoint folder. The direction is "
-        "inferred from the source unless --to is given. A destination that is not empty is refused "
-        "unless --overwrite.",
+        "inferred from the source unless --to is given. A PPM is read in any layout (ours, a transformers "
+        "...ForTokenClassification folder, or the official backbone + value_head.bin) and written to HF as "
+        "<Family>ForTokenClassification with one label, which AutoModelForTokenClassification loads with its "
+        "head. A destination that is not empty is refused unless --overwrite.",
     )
     p.add_argument("src", help="source folder (HF or orbax)")
     p.add_argument("dst", help="destination folder")
-    p.add_argument("--to", choices=["hf", "orbax"], help="target format (default: the other one)")
+    p.add_argument(
+        "--to", choices=["hf", "orbax"], help="target format (default: the other one; an HF source to hf re-exports it)"
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument(
         "--overwrite",

@@ -9,10 +9,17 @@ import json
 def _common(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--trees",
+        "--data",
         nargs="+",
         required=True,
         metavar="FILE_OR_DIR",
-        help=f"tree records (search output) or extracted {what} jsonl files, or folders of them",
+        help="tree records (search output)"
+        + (
+            ""
+            if what == "tree"
+            else f", extracted {what} files or the released rStar-Math {'PPM' if what == 'pairs' else what} data"
+        )
+        + ", or folders of them",
     )
     p.add_argument("--config", metavar="YAML", help="settings file (fields of the config dataclass)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides, e.g. lr=1e-4")
@@ -20,6 +27,14 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
 
 def _train_args(p: argparse.ArgumentParser, what: str) -> None:
     _common(p, what)
+    p.add_argument(
+        "--format",
+        choices=("auto", "rstar", "rstar-jax"),
+        default="auto",
+        help="data format: auto (each file's, from the fields of its first record), rstar (the released "
+        "rStar-Math data: SFT {query, response}, PPM {prompt, pos, neg, pos_count, neg_count}) or rstar-jax "
+        "(tree records, sft.jsonl, pairs.jsonl)",
+    )
     p.epilog = (
         "Overrides named extract.KEY=VALUE (e.g. extract.min_edit_distance=3) set how tree "
         "records become training data (rstar_jax.train.examples.ExtractConfig)."
@@ -87,7 +102,15 @@ def _run_policy(args) -> int:
 
     cfg, extract_cfg = _train_configs(SFTConfig, args)
     info = train_policy_folder(
-        args.trees, args.init, args.out, args.ckpt, cfg, extract_cfg=extract_cfg, run_record=True, restart=args.restart
+        args.trees,
+        args.init,
+        args.out,
+        args.ckpt,
+        cfg,
+        extract_cfg=extract_cfg,
+        run_record=True,
+        restart=args.restart,
+        fmt=args.format,
     )
     print(json.dumps(info, indent=2))
     return 0
@@ -109,15 +132,18 @@ def _run_reward(args) -> int:
         extract_cfg=extract_cfg,
         run_record=True,
         restart=args.restart,
+        fmt=args.format,
     )
     print(json.dumps(info, indent=2))
     return 0
 
 
 def _run_extract(args) -> int:
-    from rstar_jax.train.examples import ExtractConfig, run_extract
+    from rstar_jax.train.examples import ExtractConfig, run_extract, write_extracted
+    from rstar_jax.train.formats import write_rstar
 
-    stats = run_extract(args.trees, args.out, _config(ExtractConfig, args))
+    write = write_rstar if args.format == "rstar" else write_extracted
+    stats = run_extract(args.trees, args.out, _config(ExtractConfig, args), write)
     print(json.dumps(stats, indent=2))
     return 0
 
@@ -138,7 +164,8 @@ def add_train_ppm_parser(subparsers) -> None:
         "train-ppm",
         help="train the process preference model (or a PQM / ORM) from search trees",
         description="Train a reward model on the policy backbone + value head: PPM (Bradley-Terry on "
-        "step pairs), PQM (Q regression) or ORM (outcome); writes OUT/hf with the head.",
+        "step pairs), PQM (Q regression) or ORM (outcome); writes OUT/hf with the head, a transformers "
+        "<Family>ForTokenClassification folder (one label: the score at the last token).",
     )
     _train_args(p, "pairs")
     p.add_argument("--kind", choices=("ppm", "pqm", "orm"), default="ppm")
@@ -150,8 +177,16 @@ def add_extract_parser(subparsers) -> None:
         "extract",
         help="SFT examples and PPM pairs from search trees",
         description="Write OUT/sft.jsonl, OUT/pairs.jsonl and OUT/stats.json from tree records "
-        "(settings: rstar_jax.train.examples.ExtractConfig).",
+        "(settings: rstar_jax.train.examples.ExtractConfig); with --format rstar, OUT/rstar_sft.jsonl and "
+        "OUT/rstar_ppm.jsonl in the layouts of the released rStar-Math data instead.",
     )
     _common(p, "tree")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument(
+        "--format",
+        choices=("rstar-jax", "rstar"),
+        default="rstar-jax",
+        help="rstar-jax: ours (sft.jsonl, pairs.jsonl); rstar: the official rStar-Math SFT {query, response} "
+        "and PPM {prompt, pos, neg, pos_count, neg_count} records",
+    )
     p.set_defaults(func=_run_extract)

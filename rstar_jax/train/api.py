@@ -1,8 +1,9 @@
 """Folder-level training: HF checkpoint + data files in, HF checkpoint (``OUT/hf``) out.
 
-Data files may be tree records (``search`` output; extracted on the fly) or the
-``sft.jsonl`` / ``pairs.jsonl`` written by ``rstar_jax.train.examples``; each
-file's kind is read from its first record.
+Data files may be tree records (``search`` output; extracted on the fly), the
+``sft.jsonl`` / ``pairs.jsonl`` written by ``rstar_jax.train.examples``, or the released
+rStar-Math SFT / PPM data (``rstar_jax.train.formats``); each file's kind is read from the
+fields of its first record, or set for every file by ``fmt``.
 
 With ``run_record=True`` (the ``train-policy`` / ``train-ppm`` commands) the output
 folder records what the run was started with (``OUT/run.json``: the settings, and the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -24,7 +26,6 @@ import jax
 import jax.numpy as jnp
 
 from rstar_jax.errors import UserError
-from rstar_jax.io import read_jsonl_numbered
 from rstar_jax.runs import (
     RUN_RECORD,
     clear_folder,
@@ -40,6 +41,7 @@ from rstar_jax.runs import (
 from rstar_jax.search.records import read_records
 from rstar_jax.train.config import MEMORY_SETTINGS, RewardConfig, SFTConfig
 from rstar_jax.train.examples import ExtractConfig, extract, read_pairs, read_sft, tree_files
+from rstar_jax.train.formats import first_record, kind_of, read_rstar_ppm, read_rstar_sft
 from rstar_jax.train.reward import train_reward_model
 from rstar_jax.train.sft import train_policy
 from rstar_jax.train.state import cast_floats
@@ -48,46 +50,79 @@ from rstar_jax.train.trainer import gather_params
 _MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")
 
 
+FORMATS = ("auto", "rstar", "rstar-jax")
+_OFFICIAL = {"sft": "rstar-sft", "pairs": "rstar-ppm"}
+_READERS = {"sft": read_sft, "pairs": read_pairs, "rstar-sft": read_rstar_sft, "rstar-ppm": read_rstar_ppm}
+
+
 def file_kind(path: str | os.PathLike) -> str:
-    """ "trees", "sft", "pairs" or "other", from the fields of the file's first record."""
-    first = next(read_jsonl_numbered(path), None)  # a line that is not UTF-8 JSON: UserError naming it
+    """ "trees", "sft", "pairs", "rstar-sft", "rstar-ppm" or "other", from the fields of the file's first record."""
+    first = first_record(path)  # a record that is not UTF-8 JSON: UserError naming the file and line
     if first is None:
         raise UserError(f"{path}: empty data file (no records)")
-    keys = set(first[1]) if isinstance(first[1], dict) else set()
+    keys = set(first) if isinstance(first, dict) else set()
     for kind, key in (("sft", "solution"), ("pairs", "pairs"), ("trees", "gold")):
         if key in keys:
             return kind
-    return "other"
+    return kind_of(first) or "other"
 
 
-def load_data(paths: Sequence[str | os.PathLike], want: str, extract_cfg: ExtractConfig = ExtractConfig()) -> list:
-    """SFT examples (``want="sft"``) or pair groups (``"pairs"``) from tree records or extracted files.
+def load_data(
+    paths: Sequence[str | os.PathLike], want: str, extract_cfg: ExtractConfig = ExtractConfig(), fmt: str = "auto"
+) -> list:
+    """SFT examples (``want="sft"``) or pair groups (``"pairs"``) from tree records, extracted files or the
+    official rStar-Math data.
 
-    A file given by name must hold trees or ``want``; in a folder (searched recursively for
-    ``*.jsonl``) other files, e.g. the other half of an ``extract`` output, are skipped."""
+    ``fmt``: "auto" (each file's kind from its first record), "rstar" (every file is official
+    rStar-Math data of this kind) or "rstar-jax" (ours: tree records or extracted files). A file given
+    by name must hold data this trainer reads; in a folder (searched recursively for ``*.jsonl`` and
+    JSON-array ``*.json``) other files, e.g. the other half of an ``extract`` output, are skipped."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown data format {fmt!r}; choose one of {FORMATS}")
+    accept = {"auto": ("trees", want, _OFFICIAL[want]), "rstar": (_OFFICIAL[want],), "rstar-jax": ("trees", want)}[fmt]
+    needs = " or ".join(a for a in accept if a != "trees") + (" (or tree records)" if "trees" in accept else "")
     files = []
     for p in map(Path, paths):
-        for f in tree_files([p]):
+        for f in tree_files([p], json_arrays=True):
             kind = file_kind(f)
-            if kind in ("trees", want):
+            if fmt == "rstar" and not (p.is_dir() and kind not in accept):
+                kind = _OFFICIAL[want]  # a file named is read as official data: the reader names missing fields
+            if kind in accept:
                 files.append((f, kind))
             elif not p.is_dir():
-                raise UserError(f"{f}: holds {kind} data, this trainer needs {want} (or tree records)")
+                raise UserError(f"{f}: holds {kind} data, this trainer needs {needs}")
     if not files:
-        raise UserError(f"no tree records or {want} files in {[str(p) for p in paths]}")
+        raise UserError(f"no {needs} files in {[str(p) for p in paths]}")
     out = []
     for f, kind in files:
         if kind == "trees":
             sft, pairs, _ = extract(read_records(f), extract_cfg)
             out.extend(sft if want == "sft" else pairs)
         else:
-            out.extend(read_sft(f) if want == "sft" else read_pairs(f))
+            out.extend(_READERS[kind](f))
     return out
 
 
+def _check_reward_data(groups: Sequence, kind: str, paths) -> None:
+    """The official PPM records hold no Q values and do not mark whole-trajectory pairs: refuse
+    the kinds that need them before anything is written."""
+    if kind == "pqm" and any(math.isnan(c.q) for g in groups for c in g.pos + g.neg):
+        raise UserError(
+            f"{[str(p) for p in paths]}: rStar-Math PPM records hold no Q values; --kind pqm needs tree "
+            "records or pairs.jsonl"
+        )
+    if kind == "orm" and not any(g.kind == "final" for g in groups):
+        raise UserError(
+            f"{[str(p) for p in paths]}: no final-answer pairs (rStar-Math PPM records do not mark them); "
+            "--kind orm needs tree records or pairs.jsonl"
+        )
+
+
 def export_hf(config, params, init_dir: str, out_dir: str) -> str:
-    """``out_dir/hf``: config + safetensors in the model's dtype, plus the tokenizer files of ``init_dir``."""
+    """``out_dir/hf``: config + safetensors in the model's dtype (a PPM as a transformers token-classification
+    model with its head: ``models.hf_ppm``), plus the tokenizer files of ``init_dir``."""
     from rstar_jax.models import save_hf
+    from rstar_jax.models.hf_ppm import VALUE_HEAD_BIN, save_ppm_hf
 
     host = gather_params(params)
     final = os.path.join(out_dir, "hf")
@@ -97,9 +132,9 @@ def export_hf(config, params, init_dir: str, out_dir: str) -> str:
     tmp = partial_path(os.path.join(out_dir, ".hf"))  # built whole, then swapped in: never a mix of two
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_hf(config, cast_floats(host, jnp.dtype(config.dtype)), tmp)
+        (save_ppm_hf if config.value_head else save_hf)(config, cast_floats(host, jnp.dtype(config.dtype)), tmp)
         for f in Path(init_dir).iterdir():  # the tokenizer is unchanged by training
-            if f.is_file() and f.name not in _MODEL_FILES and not f.name.endswith(".safetensors"):
+            if f.is_file() and f.name not in (*_MODEL_FILES, VALUE_HEAD_BIN) and not f.name.endswith(".safetensors"):
                 shutil.copy2(f, os.path.join(tmp, f.name))
         replace_dir(tmp, final)
     except BaseException:
@@ -109,10 +144,10 @@ def export_hf(config, params, init_dir: str, out_dir: str) -> str:
 
 
 def _load(init_dir: str):
-    from rstar_jax.models import load_hf
+    from rstar_jax.models.hf_ppm import load_model
     from rstar_jax.models.tokenizer import load_tokenizer
 
-    return load_hf(init_dir), load_tokenizer(init_dir)
+    return load_model(init_dir), load_tokenizer(init_dir)
 
 
 def train_policy_folder(
@@ -126,6 +161,7 @@ def train_policy_folder(
     *,
     run_record: bool = False,
     restart: bool = False,
+    fmt: str = "auto",
 ) -> dict:
     """SFT the HF model in ``init_dir`` on ``data`` (extracted with ``extract_cfg`` where it is tree
     records); write ``out_dir/hf``; return the run summary. ``run_record``/``restart``: see the
@@ -133,7 +169,7 @@ def train_policy_folder(
     cfg = cfg if seed is None else dataclasses.replace(cfg, seed=seed)
     paths = _paths(data)
     init, tokenizer = _load(init_dir)
-    examples = load_data(paths, "sft", extract_cfg)
+    examples = load_data(paths, "sft", extract_cfg, fmt)
     if not examples:
         raise UserError(f"no SFT examples in {[str(p) for p in paths]} (no problem has a correct trajectory)")
     if run_record:
@@ -155,6 +191,7 @@ def train_reward_folder(
     *,
     run_record: bool = False,
     restart: bool = False,
+    fmt: str = "auto",
 ) -> dict:
     """Train a reward model from the policy (or reward model) in ``init_dir`` (tree records are
     extracted with ``extract_cfg``); write ``out_dir/hf``. ``run_record``/``restart``: see the
@@ -162,9 +199,10 @@ def train_reward_folder(
     cfg = cfg if seed is None else dataclasses.replace(cfg, seed=seed)
     paths = _paths(data)
     init, tokenizer = _load(init_dir)
-    groups = load_data(paths, "pairs", extract_cfg)
+    groups = load_data(paths, "pairs", extract_cfg, fmt)
     if not groups:
         raise UserError(f"no preference pairs in {[str(p) for p in paths]}")
+    _check_reward_data(groups, kind, paths)
     if run_record:
         record = _record(f"train-{kind}", cfg, extract_cfg, paths, init_dir, ckpt_dir)
         open_training_run(out_dir, ckpt_dir, record, restart)
@@ -193,7 +231,7 @@ def _record(command: str, cfg, extract_cfg: ExtractConfig, paths, init_dir: str,
         "extract": plain(extract_cfg),
         "ckpt": os.path.abspath(ckpt_dir) if ckpt_dir else None,
         "inputs": {
-            "--trees": [{"path": str(f), "sha256": file_sha256(f)} for f in tree_files(paths)],
+            "--trees": [{"path": str(f), "sha256": file_sha256(f)} for f in tree_files(paths, json_arrays=True)],
             "--init": {"path": str(init_dir), "sha256": folder_sha256(init_dir)},
         },
     }

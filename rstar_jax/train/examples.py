@@ -41,7 +41,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -291,14 +291,24 @@ def extract(
 
 
 # --- files -----------------------------------------------------------------------------------
-def tree_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (every ``*.jsonl`` inside, sorted) into tree files."""
+def is_json_array(path: str | os.PathLike) -> bool:
+    """Whether a file holds a JSON array (its first non-blank byte is ``[``), as the released rStar-Math data."""
+    with open(path, "rb") as f:
+        return f.read(4096).lstrip()[:1] == b"["
+
+
+def tree_files(paths: Sequence[str | os.PathLike], json_arrays: bool = False) -> list[Path]:
+    """Expand files and folders (every ``*.jsonl`` inside, sorted; with ``json_arrays`` also every
+    ``*.json`` holding a JSON array, as the released rStar-Math data) into data files."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(p.rglob("*.jsonl"))
+            arrays = (f for f in p.rglob("*.json") if is_json_array(f)) if json_arrays else ()
+            found = sorted([*p.rglob("*.jsonl"), *arrays])
             if not found:
-                raise UserError(f"{p}: no .jsonl tree files in this folder")
+                raise UserError(
+                    f"{p}: no .jsonl {'(or JSON array .json) ' if json_arrays else 'tree '}files in this folder"
+                )
             out.extend(found)
         elif p.is_file():
             out.append(p)
@@ -361,13 +371,23 @@ def read_pairs(path: str | os.PathLike) -> list[PairGroup]:
     return _read_jsonl(path, build)
 
 
+def write_extracted(sft: Iterable[SFTExample], groups: Iterable[PairGroup], out_dir: str | os.PathLike) -> dict:
+    """``out_dir/sft.jsonl`` and ``out_dir/pairs.jsonl``; returns {} (no counts beyond the stats)."""
+    write_sft(sft, Path(out_dir) / "sft.jsonl")
+    write_pairs(groups, Path(out_dir) / "pairs.jsonl")
+    return {}
+
+
 def run_extract(
-    trees: Sequence[str | os.PathLike], out_dir: str | os.PathLike, cfg: ExtractConfig = ExtractConfig()
+    trees: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    cfg: ExtractConfig = ExtractConfig(),
+    write: Callable[[list, list, str | os.PathLike], dict] = write_extracted,
 ) -> dict:
-    """Read trees, write ``sft.jsonl``, ``pairs.jsonl`` and ``stats.json`` to ``out_dir``; return stats."""
+    """Read trees, write the examples and pairs with ``write`` (ours: ``sft.jsonl``, ``pairs.jsonl``;
+    ``train.formats.write_rstar``: the official layouts) and ``stats.json`` to ``out_dir``; return stats."""
     sft, groups, stats = extract(load_trees(trees), cfg)
-    out = Path(out_dir)
-    write_sft(sft, out / "sft.jsonl")
-    write_pairs(groups, out / "pairs.jsonl")
-    atomic_write_text(out / "stats.json", json.dumps({**stats, "config": dataclasses.asdict(cfg)}, indent=2) + "\n")
+    stats.update(write(sft, groups, out_dir))
+    text = json.dumps({**stats, "config": dataclasses.asdict(cfg)}, indent=2) + "\n"
+    atomic_write_text(Path(out_dir) / "stats.json", text)
     return stats

@@ -1,6 +1,28 @@
-"""Attention kernels. ``tree_attention`` is the jnp reference of shared-prefix (cascade)
-decode attention, the oracle that backend kernels are tested against."""
+"""Attention kernels for tree search decoding.
 
-from rstar_jax.kernels.tree_attention import cascade_attention, merge_partials, partial_attention
+``tree_attention`` is the jnp reference of shared-prefix (cascade) decode attention and ``paged``
+its paged-KV form: the CPU implementation and the oracle the Pallas kernels (``pallas_gpu``,
+``pallas_tpu``) are tested against. ``dispatch`` picks one by backend; its entry points are
+re-exported here. ``check.main`` compares and times them on the machine at hand.
+"""
 
-__all__ = ["cascade_attention", "merge_partials", "partial_attention"]
+from rstar_jax.kernels.dispatch import (
+    IMPLS,
+    cascade_attention,
+    paged_attention,
+    paged_cascade_attention,
+    paged_tree_attention,
+    tree_attention_impl,
+)
+from rstar_jax.kernels.tree_attention import merge_partials, partial_attention
+
+__all__ = [
+    "IMPLS",
+    "cascade_attention",
+    "merge_partials",
+    "paged_attention",
+    "paged_cascade_attention",
+    "paged_tree_attention",
+    "partial_attention",
+    "tree_attention_impl",
+]

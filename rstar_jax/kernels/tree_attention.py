@@ -21,6 +21,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rstar_jax.kernels.checks import check_cascade
+
 
 def partial_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float
@@ -33,7 +35,7 @@ def partial_attention(
     """
     s = jnp.einsum("...kgd,...skd->...kgs", q, k, preferred_element_type=jnp.float32) * scale
     s = jnp.where(mask[..., None, None, :], s, -jnp.inf)
-    m = jnp.max(s, axis=-1, keepdims=True)
+    m = jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf)  # no keys at all (S = 0) too
     m = jnp.where(jnp.isfinite(m), m, 0.0)  # an empty part: keep exp() finite
     p = jnp.exp(s - m)
     denom = jnp.sum(p, axis=-1)
@@ -64,15 +66,9 @@ def cascade_attention(
 ) -> jax.Array:
     """Decode attention of grouped rows over a shared prefix plus per-row suffixes (module
     docstring for shapes). Returns [G, R, H, D] in q's dtype."""
+    check_cascade(q, prefix_k, prefix_v, prefix_len, suffix_k, suffix_v, suffix_len)
     g, r, h, d = q.shape
     hkv = prefix_k.shape[2]
-    if h % hkv or prefix_k.shape != prefix_v.shape or suffix_k.shape != suffix_v.shape:
-        raise ValueError(
-            f"bad shapes: q {q.shape}, prefix {prefix_k.shape}/{prefix_v.shape}, "
-            f"suffix {suffix_k.shape}/{suffix_v.shape}"
-        )
-    if suffix_k.shape[:2] != (g, r) or prefix_k.shape[0] != g:
-        raise ValueError(f"groups/rows differ: q {q.shape}, prefix {prefix_k.shape}, suffix {suffix_k.shape}")
     scale = d**-0.5
     qg = q.reshape(g, r, hkv, h // hkv, d)
     # prefix: the rows of a group are one query block against the group's keys

@@ -18,6 +18,7 @@ The fp32 matmul peak is measured in the same run with ``jnp.dot``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -56,7 +57,7 @@ def _data(n_problems: int, seed: int):
     return sft, groups, tok
 
 
-def _ours(kind: str, items, config, params, batch: int, seq: int):
+def _ours(kind: str, items, config, params, batch: int, seq: int, compute_dtype: str = "float32"):
     """A step function of the trainer on packed rows, and what one batch trains (targets or pairs)."""
     import jax
 
@@ -82,6 +83,7 @@ def _ours(kind: str, items, config, params, batch: int, seq: int):
                 },
             },
         )
+    cfg = dataclasses.replace(cfg, compute_dtype=compute_dtype)
     if len(rows["tokens"]) < batch:
         raise ValueError(f"only {len(rows['tokens'])} packed rows; use more problems")
     mesh = make_mesh()

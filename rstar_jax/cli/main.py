@@ -32,6 +32,8 @@ _BENCH = {
     "search": "MCTS nodes/s: batched vs a naive per-problem loop",
     "train": "SFT and PPM training tokens/s vs a PyTorch loop, and the matmul peak",
     "grading": "answer-grading agreement and pairs/s vs Math-Verify called directly",
+    "device": "one accelerator: decode tok/s vs transformers and the HBM roofline, MCTS nodes/s, "
+    "bf16 train-step MFU vs PyTorch, compile seconds (--tiny: a CPU smoke run)",
 }
 
 

@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 
 from rstar_jax.errors import UserError
 from rstar_jax.models.config import ModelConfig
+from rstar_jax.models.sharding import param_shardings
 
 
 def save_orbax(config: ModelConfig, params: dict, path: str) -> None:
@@ -25,8 +26,9 @@ def save_orbax(config: ModelConfig, params: dict, path: str) -> None:
         json.dump(config.to_hf_dict(), f, indent=2)
 
 
-def load_orbax(path: str, dtype: str = "float32", shardings=None) -> tuple[ModelConfig, dict]:
-    """Restore (config, params); ``shardings`` (a pytree of Sharding) places arrays as they load."""
+def load_orbax(path: str, dtype: str = "float32", shardings=None, mesh=None) -> tuple[ModelConfig, dict]:
+    """Restore (config, params) in ``dtype``; ``shardings`` (a pytree of Sharding), or ``mesh`` (the
+    rules of ``models/sharding.py`` on it), places each array as it loads, each device reading its shard."""
     path = os.path.abspath(path)
     if not os.path.isdir(os.path.join(path, "params")):
         raise UserError(f"{path}: not an orbax model folder (no params/)")
@@ -34,6 +36,8 @@ def load_orbax(path: str, dtype: str = "float32", shardings=None) -> tuple[Model
     from rstar_jax.models.transformer import init_params
 
     abstract = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    if mesh is not None and shardings is None:
+        shardings = param_shardings(abstract, mesh)
     if shardings is not None:
         abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     with ocp.StandardCheckpointer() as ckpt:

@@ -107,5 +107,14 @@ def batch_sharding(mesh: Mesh, ndim: int = 2, rules=DEFAULT_RULES) -> NamedShard
     return NamedSharding(mesh, P(axes, *([None] * (ndim - 1))))
 
 
+def shard_rows(mesh: Mesh, *arrays, rules=DEFAULT_RULES) -> tuple:
+    """Host arrays [rows, ...] onto ``mesh``, their rows split over the data-parallel axes (each
+    device receives only its rows; replicated where the mesh does not divide the rows)."""
+    return tuple(
+        jax.device_put(x, NamedSharding(mesh, spec_for(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh, rules)))
+        for x in arrays
+    )
+
+
 def shard_params(params: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
     return jax.device_put(params, param_shardings(params, mesh, rules))

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rstar_jax.errors import UserError
 from rstar_jax.runs import (
@@ -147,7 +148,9 @@ def _load(init_dir: str):
     from rstar_jax.models.hf_ppm import load_model
     from rstar_jax.models.tokenizer import load_tokenizer
 
-    return load_model(init_dir), load_tokenizer(init_dir)
+    # host arrays: the trainer's shard_params sends each device only its shard (never the whole
+    # model on device 0 first)
+    return load_model(init_dir, place=lambda _, a: np.asarray(a)), load_tokenizer(init_dir)
 
 
 def train_policy_folder(

@@ -29,6 +29,8 @@ setup(
         "pyyaml>=6.0",
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
+        # the sandbox's seccomp filters (libseccomp2, and bubblewrap for its namespaces, from the OS)
+        "pyseccomp>=0.1.2; sys_platform == 'linux'",
     ],
     # ruff pinned: its formatter's output is part of the test command
     extras_require={"test": ["pytest>=8.0", "torch==2.13.0", "ruff==0.17.6"]},

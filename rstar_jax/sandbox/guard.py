@@ -58,6 +58,7 @@ DENIED_EVENTS = frozenset(
         "webbrowser.open",
         "builtins.breakpoint",
         "sys.remote_exec",
+        "sys.addaudithook",
     }
 )
 DENIED_PREFIXES = ("socket.", "ctypes.", "_winapi.", "winreg.", "msvcrt.")
@@ -119,18 +120,22 @@ def disarm() -> None:
                 setattr(mod, attr, refuse)
 
 
-def install(tmp_dir: str, read_roots: tuple[str, ...]) -> None:
-    """Install the policy hook for the rest of this process's life."""
+def install(tmp_dir: str, read_roots: tuple[str, ...], allow_fork: bool = False) -> None:
+    """Install the policy hook for the rest of this process's life.
+
+    ``allow_fork``: inside the wall a paused program forks its continuation (runner.py); seccomp
+    stops any exec, and the worker kills whatever a program leaves behind."""
     tmp = os.path.normpath(os.path.abspath(tmp_dir))
     read_prefixes = tuple(os.path.normpath(os.path.abspath(r)).rstrip("/") + "/" for r in read_roots)
-    sys.addaudithook(_make_hook(tmp, read_prefixes))
+    denied_events = DENIED_EVENTS - {"os.fork"} if allow_fork else DENIED_EVENTS
+    sys.addaudithook(_make_hook(tmp, read_prefixes, denied_events))
 
 
-def _make_hook(tmp: str, read_prefixes: tuple[str, ...]):
+def _make_hook(tmp: str, read_prefixes: tuple[str, ...], denied_events: frozenset[str]):
     # Everything the hook uses is bound here, as C callables or immutable values.
     tmp_slash = tmp.rstrip("/") + "/"
     read_prefixes = read_prefixes + (tmp_slash,)
-    devices, denied_events, denied_prefixes, denied_imports = DEVICES, DENIED_EVENTS, DENIED_PREFIXES, DENIED_IMPORTS
+    devices, denied_prefixes, denied_imports = DEVICES, DENIED_PREFIXES, DENIED_IMPORTS
     write_events = WRITE_PATH_EVENTS
     write_names = frozenset(name for name, _, _ in WRITE_PATH_EVENTS)
     read_events = READ_PATH_EVENTS

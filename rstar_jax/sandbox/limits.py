@@ -2,8 +2,7 @@
 
 ``Limits`` is the parent-side description (validated, JSON-serialisable).
 ``confine`` runs inside a freshly forked program child, before any untrusted
-code: it moves into the private temp dir, drops to an unprivileged user when
-asked to, and sets rlimits. Standard library only — the worker loads this
+code: its own process group, the private temp dir, rlimits. Standard library only — the worker loads this
 file without the rstar_jax package (and so without JAX).
 """
 
@@ -29,6 +28,8 @@ class Limits:
     file_size_mb: RLIMIT_FSIZE: the largest file a program may write.
     max_open_files: RLIMIT_NOFILE.
     max_program_chars: longer programs are rejected without running.
+    disk_mb: size of the worker's temp-dir tmpfs (all files of a program together), inside the wall.
+    max_processes: pids cgroup limit of one worker (its zygote, paused states and programs), where available.
     """
 
     timeout_s: float = 5.0
@@ -38,13 +39,23 @@ class Limits:
     file_size_mb: int = 16
     max_open_files: int = 64
     max_program_chars: int = 200_000
+    disk_mb: int = 64
+    max_processes: int = 256
 
     def __post_init__(self):
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
             raise ValueError(f"timeout_s must be a positive number, got {self.timeout_s!r}")
         if self.cpu_s is not None and not (self.cpu_s > 0 and math.isfinite(self.cpu_s)):
             raise ValueError(f"cpu_s must be a positive number or None, got {self.cpu_s!r}")
-        for name in ("memory_mb", "max_output_chars", "file_size_mb", "max_open_files", "max_program_chars"):
+        for name in (
+            "memory_mb",
+            "max_output_chars",
+            "file_size_mb",
+            "max_open_files",
+            "max_program_chars",
+            "disk_mb",
+            "max_processes",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -70,23 +81,15 @@ def mapped_bytes() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-def confine(limits: dict, tmp_dir: str, base_bytes: int, uid: int | None, gid: int | None, n_programs: int = 1) -> None:
-    """Confine the calling (just forked) process, which will run ``n_programs``; raises on failure.
+def confine(limits: dict, tmp_dir: str, base_bytes: int) -> None:
+    """Confine the calling (just forked) program process; raises on failure.
 
-    The CPU limit covers all of them (each also has its wall-clock deadline).
-    Order matters: leave the worker's process group, enter the temp dir, drop
-    the user while still allowed to, then lower limits (an unprivileged
-    process can always lower them, never raise them back).
+    Own process group first (so a worker without a PID namespace can kill all
+    it starts), then the temp dir, then lower limits (never raisable again).
     """
-    os.setpgid(0, 0)  # own group, so the worker can kill everything we start
+    os.setpgid(0, 0)
     os.chdir(tmp_dir)
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-        if os.getuid() != uid or os.geteuid() != uid:
-            raise OSError("privilege drop did not take effect")
-    cpu = cpu_seconds(limits["cpu_s"], limits["timeout_s"]) * n_programs
+    cpu = cpu_seconds(limits["cpu_s"], limits["timeout_s"])
     settings = (
         # SIGXCPU at the soft limit, SIGKILL one second later if SIGXCPU is ignored.
         (resource.RLIMIT_CPU, cpu, cpu + 1),
@@ -94,9 +97,6 @@ def confine(limits: dict, tmp_dir: str, base_bytes: int, uid: int | None, gid: i
         (resource.RLIMIT_FSIZE, limits["file_size_mb"] * MB, None),
         (resource.RLIMIT_NOFILE, limits["max_open_files"], None),
         (resource.RLIMIT_CORE, 0, None),
-        # No new processes or threads: the count is per user, and an unprivileged
-        # user already has this one. Root ignores it (hence the audit hook too).
-        (resource.RLIMIT_NPROC, 0, None),
     )
     for which, soft, hard in settings:
         _, old_hard = resource.getrlimit(which)
@@ -104,3 +104,12 @@ def confine(limits: dict, tmp_dir: str, base_bytes: int, uid: int | None, gid: i
         if old_hard != resource.RLIM_INFINITY:
             soft, hard = min(soft, old_hard), min(hard, old_hard)
         resource.setrlimit(which, (soft, hard))
+
+
+def limit_processes(n: int) -> None:
+    """RLIMIT_NPROC for a worker inside its own user namespace: a fork-bomb bound where no pids
+    cgroup can be made (an unprivileged caller). The kernel exempts a root uid outside, which has
+    the cgroup instead."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    n = n if hard == resource.RLIM_INFINITY else min(n, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (n, n))

@@ -1,12 +1,34 @@
-"""What runs inside a confined program child: execute code, capture output, report errors.
+"""What runs inside a program's process: execute, report through the exit status, pause, continue.
 
-Standard library only — the worker loads this file without the package.
+The process never reports its own result. Its stdout and stderr are pipes the
+worker reads; the worker decides ``ok`` from the exit status (0), or from the
+process stopping itself with SIGSTOP after a successful program (a paused
+node, kept for incremental execution). On an exception the runner ends stderr
+with ``ERROR_MARK`` and ``"<Type>: message"``, which the worker takes as the error.
+
+A paused process waits for a continuation on fd 3: a 4-byte length, then
+``b"1"`` or ``b"0"`` (keep the continuation when it ends well) and the UTF-8
+source (no JSON here: the json module's Python code is a program's to patch). It forks twice (the grandchild is
+orphaned, so the worker, a subreaper, becomes its parent and alone sees its
+exit status), announces the grandchild's pid on fd 4, and stops again. The
+grandchild runs the suffix in the same namespace, so each step of a path runs
+once. Standard library only — the worker loads this file without the package.
 """
 
 from __future__ import annotations
 
+import _thread
 import builtins
+import io
+import os
+import signal
 import sys
+import time
+
+CMD_FD, ACK_FD = 3, 4
+FIRST_FREE_FD = 5
+ERROR_MARK = b"\n\x00error: "  # what follows the last one on stderr is the error
+MAX_ERROR_CHARS = 1000
 
 
 def truncate(text: str, limit: int) -> str:
@@ -31,69 +53,143 @@ def format_error(exc: BaseException) -> str:
         return "Exception: <unprintable exception>"
 
 
-class Capture:
-    """A write-only text stream that keeps the first and last ``limit`` characters."""
-
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._head: list[str] = []
-        self._head_len = 0
-        self._tail = ""
-        self._total = 0
-
-    def write(self, s):
-        if type(s) is not str:
-            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        self._total += len(s)
-        if self._head_len < self._limit:
-            self._head.append(s)
-            self._head_len += len(s)
-        self._tail = (self._tail + s)[-self._limit :] if len(s) < self._limit else s[-self._limit :]
-        return len(s)
-
-    def flush(self):
-        pass
-
-    def getvalue(self) -> str:
-        if self._total <= self._limit:
-            return "".join(self._head)
-        head = "".join(self._head)[: self._limit // 2]
-        tail = self._tail[-(self._limit - self._limit // 2) :]
-        return f"{head}\n...[{self._total - self._limit} characters truncated]...\n{tail}"
-
-
-class _Discard:
-    def write(self, s):
-        return len(s) if isinstance(s, str) else 0
-
-    def flush(self):
-        pass
-
-
 def exit_builtin(code=None):
     """``exit()``/``quit()`` for programs (``-S`` skips site.py, which defines them)."""
     raise SystemExit(code)
 
 
-def execute(code, max_chars: int) -> dict:
-    """Run a code object in a fresh namespace with stdout captured (inside the confined child)."""
-    out = Capture(max_chars)
-    sys.stdout, sys.stderr = out, _Discard()
+def _stream(fd: int):
+    # surrogatepass: a lone surrogate becomes invalid UTF-8 here, replaced by U+FFFD when the worker decodes
+    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="surrogatepass")
+
+
+def _pausable():
+    """``pausable() -> bool``: can this process stand in for its program's end state? Not with files
+    in the temp dir, extra open fds, threads, interval timers or signal handlers of its own: a fork
+    would not carry them over faithfully, or they could run code when the worker continues it."""
+    handlers = {s: signal.getsignal(s) for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)}
+    handlers[signal.SIGCHLD] = signal.SIG_DFL  # the worker's own handler, reset in every program's process
+    getsignal, listdir, count, getitimer, fstat = (
+        signal.getsignal,
+        os.listdir,
+        _thread._count,
+        signal.getitimer,
+        os.fstat,
+    )
+    timers = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+
+    def pausable() -> bool:
+        try:
+            if listdir(".") or count():
+                return False
+            for sig, handler in handlers.items():
+                if getsignal(sig) is not handler:
+                    return False
+            for timer in timers:
+                if getitimer(timer) != (0.0, 0.0):
+                    return False
+            for fd in range(FIRST_FREE_FD, 64):
+                try:
+                    fstat(fd)
+                    return False
+                except OSError:
+                    pass
+            return True
+        except BaseException:
+            return False
+
+    return pausable
+
+
+def prepare() -> tuple:
+    """What ``main`` needs, built once in the zygote before it forks (cheaper children)."""
+    return _runner(), _pausable()
+
+
+def main(code, keep_after: float | None, prepared: tuple) -> None:
+    """Run ``code`` (a code object) as ``__main__``; never returns (the process ends or pauses).
+
+    ``keep_after``: pause at the end (to be continued) if the program ended well and this process
+    has used at least that much CPU (cheaper paths are re-run rather than continued); None: never.
+
+    Everything used after untrusted code has run is bound here first: a program that patches
+    builtins or modules cannot change how its continuation is run or reported."""
+    _exit, write, fork, waitpid, read, stop = os._exit, os.write, os.fork, os.waitpid, os.read, signal.raise_signal
+    compile_, getpid, from_bytes, str_, decode = compile, os.getpid, int.from_bytes, str, bytes.decode
+    getppid, sched_yield, process_time = os.getppid, os.sched_yield, time.process_time
+    (run, pausable), sigstop = prepared, signal.SIGSTOP
+    # ``random`` reseeds itself from the OS in every forked child: fix it for fresh runs, carry it
+    # over to continuations (a re-run path would have continued the same sequence).
+    rng = getattr(sys.modules.get("random"), "_inst", None)
+    getstate, setstate = (rng.getstate, rng.setstate) if rng is not None else (lambda: None, lambda s: None)
+    if rng is not None:
+        rng.seed(0)
+    out, err = _stream(1), _stream(2)
+    sys.stdout, sys.stderr = out, err
     namespace = {"__name__": "__main__", "__builtins__": builtins}
+    streams = (out, err)
+    while True:
+        error = run(code, namespace)
+        for stream in streams:
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        if error is not None:  # after the flushes: the error ends stderr, after a marker
+            write(2, ERROR_MARK + truncate(error, MAX_ERROR_CHARS).encode("utf-8", "replace") + b"\n")
+            _exit(1)
+        if keep_after is None or process_time() < keep_after or not pausable():
+            _exit(0)
+        stop(sigstop)  # the worker records this program as ok, and may continue it later
+        while True:  # paused node: serve continuations
+            try:
+                n = from_bytes(read(CMD_FD, 4), "big")
+                payload = b""
+                while payload.__len__() < n:
+                    chunk = read(CMD_FD, n - payload.__len__())
+                    if not chunk:
+                        _exit(0)
+                    payload += chunk
+                state = getstate()
+                pid = fork()
+            except BaseException:
+                _exit(0)
+            if pid == 0:
+                if fork():
+                    _exit(0)  # orphan the grandchild: the worker (PID 1 here) becomes its parent
+                while getppid() != 1:
+                    sched_yield()
+                write(ACK_FD, str_(getpid()).encode() + b"\n")
+                setstate(state)
+                keep_after = 0.0 if payload[:1] == b"1" else None
+                try:
+                    code = compile_(decode(payload[1:], "utf-8"), "<string>", "exec", dont_inherit=True)
+                except BaseException as e:
+                    write(2, ERROR_MARK + format_error(e).encode("utf-8", "replace") + b"\n")
+                    _exit(1)
+                break
+            try:
+                waitpid(pid, 0)
+            except BaseException:
+                pass
+            stop(sigstop)
+
+
+def _runner():
+    """``run(code, namespace) -> error line or None`` with every name it needs bound now."""
+    exec_, isinstance_, type_, int_, system_exit = exec, isinstance, type, int, SystemExit
     builtins_dict = vars(builtins)
-    saved_builtins = dict(builtins_dict)  # reporting below must not run a program's patched builtins
-    ok, error = True, None
-    try:
-        exec(code, namespace)
-    except BaseException as e:
-        builtins_dict.clear()
-        builtins_dict.update(saved_builtins)
-        # sys.exit() / sys.exit(0) end a program normally
-        if not (isinstance(e, SystemExit) and (e.code is None or (type(e.code) is int and e.code == 0))):
-            ok, error = False, format_error(e)
-    finally:
-        # Within this program's deadline: drops what it created (generator finalizers may still print).
-        namespace.clear()
-        builtins_dict.clear()
-        builtins_dict.update(saved_builtins)
-    return {"ok": ok, "stdout": out.getvalue(), "error": None if error is None else truncate(error, max_chars)}
+    saved, update, fmt = dict(builtins_dict), builtins_dict.update, format_error
+
+    def run(code, namespace: dict) -> str | None:
+        # None on success (``sys.exit()``/``sys.exit(0)`` included), else the error line
+        try:
+            exec_(code, namespace)
+            return None
+        except BaseException as e:
+            update(saved)  # reporting must not run a program's patched builtins
+            if isinstance_(e, system_exit) and (e.code is None or (type_(e.code) is int_ and e.code == 0)):
+                return None
+            return fmt(e)
+
+    return run

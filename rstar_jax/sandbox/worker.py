@@ -1,19 +1,22 @@
-"""Sandbox worker: a zygote process that forks one confined child per program.
+"""Sandbox worker: a pristine zygote inside the wall that forks one process per program.
 
-Started by the pool as ``python -s -S worker.py CONFIG_JSON`` (by file path,
-so importing it never runs ``rstar_jax/__init__`` and never imports JAX). It
-pre-imports what programs use, freezes its heap (so children do not copy it
-page by page through the garbage collector), then serves length-prefixed JSON
-requests on stdin: ``{"jobs": [{"id", "code"}, ...]}``; it answers each job
-with ``{"id", "ok", "stdout", "error", "timed_out", "duration_s"}`` as soon
-as that job is done, so a worker that dies mid-batch loses only one job.
+Started by the pool (inside bubblewrap where available) as ``python -s -S
+worker.py CONFIG_JSON`` (by file path: no package, no JAX). It imports a fixed
+list of modules chosen at start, never what a program names, loads the
+zygote seccomp filter, then serves length-prefixed JSON requests on stdin:
+``{"jobs": [{"id", "code", "base", "keep"}]}``, answering each job with
+``{"id", "ok", "stdout", "error", "timed_out", "duration_s", "state",
+"evicted", "incremental"}``.
 
-Per program: compile in the zygote (a syntax error needs no fork), fork, and
-in the child confine (limits.confine), install the audit hook (guard.install),
-run it (runner.execute) and write the result to a private pipe. Programs that
-batching.py proves stateless share one child, one after another. The zygote
-waits on the pipe and a pidfd with each program's wall-clock deadline and
-kills the child's whole process group afterwards.
+Per program: parse in the zygote (a syntax error needs no fork), fork, and in
+the child confine (limits.confine, the program seccomp filter, the audit hook)
+and run (runner.main). The zygote owns the child's stdout/stderr pipes (read
+bounded: head and tail), and decides the result from the exit status, the
+signal, a stop, and the deadline it enforces with SIGKILL. A program that
+ends well may stop itself instead of exiting: it is then a *state*, kept
+(LRU, ``max_states``) so that a later program extending it by a suffix runs
+only the suffix, in a process forked from it (runner.py). Without a PID
+namespace (no bubblewrap) states are disabled: stragglers could not be found.
 
 Only the standard library and sibling files are imported, so the parent can
 import the routing helpers (``needs_heavy``) from here too.
@@ -23,28 +26,29 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
+import dataclasses
+import fcntl
 import gc
 import importlib
 import json
 import os
-import re
 import select
-import shutil
 import signal
 import sys
 import time
 
 if __package__:  # imported by the parent (routing helpers) as rstar_jax.sandbox.worker
-    from rstar_jax.sandbox import batching, guard, limits, protocol
-    from rstar_jax.sandbox.runner import execute, exit_builtin, format_error, truncate
+    from rstar_jax.sandbox import capture, guard, limits, protocol, runner, seccomp
 else:  # run by file path: siblings come from this directory, no package, so no JAX
-    import batching
+    import capture
     import guard
     import limits
     import protocol
-    from runner import execute, exit_builtin, format_error, truncate
+    import runner
+    import seccomp
 
-# Imported by every worker before it forks anything.
+# Imported by every worker before it forks anything (and nothing else, ever).
 LEAN_PRELOAD = (
     "math",
     "cmath",
@@ -62,13 +66,11 @@ LEAN_PRELOAD = (
     "numbers",
     "datetime",
     "copy",
+    "json",
 )
 # Heavy workers also pre-import these (a fresh interpreter pays ~0.7 s for sympy alone).
 HEAVY_PRELOAD = LEAN_PRELOAD + ("numpy", "sympy", "mpmath")
-# Packages a heavy worker imports on demand (as itself, before forking) when a
-# program imports them; anything else a program imports is loaded by the child.
-PRELOADABLE = frozenset(HEAVY_PRELOAD) | {"scipy", "networkx", "dataclasses", "typing", "enum", "calendar", "array"}
-HEAVY_ROOTS = frozenset(PRELOADABLE) - frozenset(LEAN_PRELOAD)
+HEAVY_ROOTS = frozenset(HEAVY_PRELOAD) - frozenset(LEAN_PRELOAD) | {"scipy", "networkx"}
 # Run once in a heavy zygote: sympy imports many submodules lazily on first use,
 # which would otherwise cost every forked child ~0.3 s.
 HEAVY_WARMUP = """
@@ -82,28 +84,57 @@ sp.nsimplify(0.5); sp.N(sp.pi, 30); sp.factorint(360); sp.isprime(97); sp.binomi
 sp.Poly(x**3 - 1, x).all_roots(); sp.gcd(12, 18); sp.Rational(1, 3) + sp.Rational(1, 6); str(sp.sqrt(8))
 np.linalg.solve(np.eye(2), np.ones(2)); np.roots([1, 0, -1]); np.polyfit([0, 1, 2], [0, 1, 4], 2)
 """
-
-_IMPORT_RE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w., \t]+))", re.MULTILINE)
-MAX_RESULT_BYTES = 8 << 20
-CHILD_BROKEN = 70  # exit status of a child that could not write its result
+ERR_TAIL = 4096  # bytes of stderr kept: only its last line is read
+ANNOUNCE_S = 2.0  # how long a paused state may take to announce its continuation's process
 
 
 def imported_modules(code: str) -> set[str]:
-    """Dotted names of the modules a program imports at statement level (a cheap scan, not a parse)."""
+    """Dotted names of the modules a program imports (from its AST; empty if it does not parse)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return set()
     names = set()
-    for from_name, import_list in _IMPORT_RE.findall(code):
-        if from_name:
-            names.add(from_name)
-        for part in import_list.split(","):
-            words = part.split()
-            if words:
-                names.add(words[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
     return names
 
 
 def needs_heavy(code: str) -> bool:
-    """Whether a program should go to a worker with numpy/sympy loaded."""
+    """Whether a program should go to a worker with numpy/sympy loaded (speed only)."""
     return any(name.partition(".")[0] in HEAVY_ROOTS for name in imported_modules(code))
+
+
+@dataclasses.dataclass
+class Tree:
+    """The pipes shared by a program's process and every state descended from it (one runs at a time)."""
+
+    out_r: int
+    err_r: int
+    cmd_w: int
+    ack_r: int
+    refs: int = 0
+
+    def close(self) -> None:
+        for fd in (self.out_r, self.err_r, self.cmd_w, self.ack_r):
+            os.close(fd)
+
+
+@dataclasses.dataclass
+class State:
+    """A paused process holding the interpreter state at the end of ``text``."""
+
+    sid: int
+    pid: int
+    tree: Tree
+    text: str
+    n_stmts: int
+    n_lines: int
+    out: capture.Output
+    elapsed: float  # wall seconds of the whole path so far
 
 
 class Zygote:
@@ -111,282 +142,357 @@ class Zygote:
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
-        self.heavy = cfg["kind"] == "heavy"
+        lim = cfg["limits"]
+        self.max_chars, self.timeout_s = lim["max_output_chars"], lim["timeout_s"]
+        self.cap = 4 * self.max_chars + 64
         self.tmp_dir = cfg["tmp_dir"]
-        self.max_chars = cfg["limits"]["max_output_chars"]
-        self.timeout_s = cfg["limits"]["timeout_s"]
+        self.walled = cfg["pid_namespace"]
+        self.max_states = cfg["max_states"] if self.walled else 0
         self.read_roots = tuple(p for p in sys.path if os.path.isdir(p))
-        self.max_fd = os.sysconf("SC_OPEN_MAX")
-        self.tried_imports: set[str] = set()
-        builtins.exit = builtins.quit = exit_builtin  # -S skips site.py, which defines them
-        for name in HEAVY_PRELOAD if self.heavy else LEAN_PRELOAD:
+        self.states: collections.OrderedDict[int, State] = collections.OrderedDict()
+        self.evicted: list[int] = []
+        self.next_sid = 0
+        builtins.exit = builtins.quit = runner.exit_builtin  # -S skips site.py, which defines them
+        for name in HEAVY_PRELOAD if cfg["kind"] == "heavy" else LEAN_PRELOAD:
             try:
                 importlib.import_module(name)
             except ImportError:
                 pass  # not installed: programs importing it get the ImportError themselves
-        if self.heavy:
+        if cfg["kind"] == "heavy":
             try:
                 exec(HEAVY_WARMUP, {"__name__": "__warmup__"})
             except Exception:
                 pass
-        self._freeze()
-
-    def _freeze(self) -> None:
+        # Seeded, not from the OS: every process starts from the same state (cacheable results,
+        # identical whichever worker runs a program). ``random`` reseeds itself after a fork: runner.py.
+        if "numpy" in sys.modules:
+            sys.modules["numpy"].random.seed(0)
+        self.program_filter = seccomp.Loader(cfg["seccomp"]["program"]) if cfg["seccomp"] else None
+        if self.walled:  # counted per user namespace (our own) where the uid outside is not root
+            limits.limit_processes(lim["max_processes"])
+        seccomp.prctl(seccomp.PR_SET_CHILD_SUBREAPER, 1)  # orphaned continuations report to us
+        seccomp.prctl(seccomp.PR_SET_DUMPABLE, 0)  # no /proc/<pid>/mem of paused states for other programs
+        if cfg["seccomp"]:
+            seccomp.Loader(cfg["seccomp"]["zygote"]).load()
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.prepared = runner.prepare()
         gc.collect()
         gc.freeze()  # children then never touch (and so never copy) the zygote's objects in a collection
         self.base_bytes = limits.mapped_bytes()
-        self.denied_attrs = batching.denied_attributes()
-
-    def _preload_for(self, code: str) -> None:
-        if not self.heavy:
-            return
-        fresh = [
-            n
-            for n in imported_modules(code)
-            if n.partition(".")[0] in PRELOADABLE and n not in sys.modules and n not in self.tried_imports
-        ]
-        for name in fresh:
-            self.tried_imports.add(name)
-            try:
-                importlib.import_module(name)
-            except Exception:
-                pass  # the child will report the ImportError itself
-        if fresh:
-            self._freeze()
 
     def serve(self, fd_in: int, fd_out: int) -> None:
         for message in protocol.iter_frames(fd_in):
-            for result in self.run_jobs(message["jobs"]):
-                protocol.write_frame(fd_out, result)
+            for job in message["jobs"]:
+                result = self.run_job(job)
+                result["evicted"], self.evicted = self.evicted, []
+                protocol.write_frame(fd_out, {**result, "id": job["id"]})
 
-    def run_jobs(self, jobs: list[dict]):
-        """Yield one result per job (with its id) as soon as it is known, in any order."""
-        shared, alone = [], []
-        for job in jobs:
-            prepared = self._prepare(job["code"])
-            if isinstance(prepared, dict):
-                yield {**prepared, "id": job["id"]}
-            else:
-                code, share = prepared
-                (shared if share and self.cfg["share_children"] else alone).append((job["id"], code))
-        if shared:
-            yield from self._run(shared)
-        for item in alone:
-            yield from self._run([item])
+    # ------------------------------------------------------------------ one job
 
-    def _prepare(self, text: str):
-        """(code object, may share a child) or an error result that needs no child."""
+    def run_job(self, job: dict) -> dict:
+        text, keep = job["code"], bool(job.get("keep")) and self.max_states > 0
         max_len = self.cfg["limits"]["max_program_chars"]
         if len(text) > max_len:
             return _result(False, "", f"ValueError: program longer than {max_len} characters")
-        self._preload_for(text)
         try:
             tree = ast.parse(text, "<string>")
-            return compile(tree, "<string>", "exec", dont_inherit=True), batching.batchable(tree, self.denied_attrs)
-        except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError) as e:
-            return _result(False, "", truncate(format_error(e), self.max_chars))
+            code = compile(tree, "<string>", "exec", dont_inherit=True)
+        except Exception as e:  # SyntaxError, ValueError (NUL bytes), MemoryError, RecursionError, ...
+            return _result(False, "", runner.truncate(runner.format_error(e), self.max_chars))
+        base = self.states.get(job.get("base"))
+        if base is not None:
+            suffix = _suffix(base, text, tree)
+            if suffix is not None:
+                result = self._continue(base, suffix, text, tree, keep)
+                if result is not None:
+                    return result
+        return self._fresh(code, text, tree, keep)
 
-    def _run(self, items: list[tuple[int, object]]):
-        """Run programs one after another in forked children.
-
-        A child that dies or overruns its deadline costs only the program it was
-        running: that one gets the failure, the rest go to a fresh child.
-        """
-        while items:
-            done = 0
-            for event in self._spawn([code for _, code in items]):
-                if event[0] == "result":
-                    if done < len(items):  # a program that forges extra frames gains nothing
-                        yield {**event[1], "id": items[done][0]}
-                        done += 1
-                else:
-                    _, status, rusage, timed_out, elapsed = event
-            if done < len(items):
-                yield {**self._failure(status, rusage, timed_out, elapsed), "id": items[done][0]}
-                done += 1
-            items = items[done:]
-
-    def _spawn(self, codes: list):
-        """Fork a child for ``codes``; yield ("result", dict) per finished program, then ("exit", ...)."""
-        r, w = os.pipe()
+    def _fresh(self, code, text: str, tree, keep: bool) -> dict:
+        pipes = [os.pipe() for _ in range(4)]  # out, err, cmd, ack
+        (out_r, out_w), (err_r, err_w), (cmd_r, cmd_w), (ack_r, ack_w) = pipes
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            self._child(codes, r, w)  # never returns
-        os.close(w)
+            keep_after = self.cfg["continue_after_s"] if keep else None
+            self._child(code, keep_after, (out_w, err_w, cmd_r, ack_w))  # never returns
+        for fd in (out_w, err_w, cmd_r, ack_w):
+            os.close(fd)
+        for fd in (out_r, err_r, ack_r):
+            os.set_blocking(fd, False)
+        os.set_blocking(cmd_w, False)
+        t = Tree(out_r, err_r, cmd_w, ack_r, refs=1)
         try:
             os.setpgid(pid, pid)
         except OSError:
             pass  # the child already did it, or has already exited
-        reader = protocol.FrameReader(MAX_RESULT_BYTES)
-        last = start
-        exited = False
-        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
-        watch = [r] if pidfd is None else [r, pidfd]
-        timed_out = False
-        try:
-            while not exited:
-                remaining = last + self.timeout_s - time.monotonic()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                ready, _, _ = select.select(watch, [], [], remaining if pidfd is not None else min(remaining, 0.002))
-                if r in ready:
-                    chunk = os.read(r, 1 << 16)
-                    if not chunk:
-                        watch.remove(r)
-                    for msg in self._decode(reader, chunk):
-                        now = time.monotonic()
-                        yield "result", {**msg, "timed_out": False, "duration_s": now - last}
-                        last = now
-                exited = (pidfd in ready) if pidfd is not None else _has_exited(pid)
-            _kill_group(pid)
-            _, status, rusage = os.wait4(pid, 0)
-            os.set_blocking(r, False)
-            while True:  # results written just before the exit
-                try:
-                    chunk = os.read(r, 1 << 16)
-                except BlockingIOError:
-                    break
-                if not chunk:
-                    break
-                for msg in self._decode(reader, chunk):
-                    now = time.monotonic()
-                    yield "result", {**msg, "timed_out": False, "duration_s": now - last}
-                    last = now
-        finally:
-            os.close(r)
-            if pidfd is not None:
-                os.close(pidfd)
-        _empty_dir(self.tmp_dir)  # the next program must not see this one's files
-        yield "exit", status, rusage, timed_out, time.monotonic() - last
+        outcome = self._watch(pid, t, start, start + self.timeout_s)
+        return self._settle(t, outcome, None, text, tree, keep)
 
-    def _decode(self, reader, chunk: bytes) -> list[dict]:
-        """Results from the child's pipe; anything malformed ends the stream (treated as a crash)."""
-        if not chunk:
-            return []
+    def _continue(self, base: State, suffix: str, text: str, tree, keep: bool) -> dict | None:
+        """Run ``suffix`` from ``base``'s paused process; None when the state failed (re-run instead)."""
+        self.states.move_to_end(base.sid)
+        t = base.tree
+        src = ("\n" * base.n_lines + suffix).encode("utf-8", "surrogatepass")
+        frame = (len(src) + 1).to_bytes(4, "big") + (b"1" if keep else b"0") + src
+        start = time.monotonic()
+        pid = None
         try:
-            out = []
-            for msg in reader.feed(chunk):
-                ok, stdout, error = msg["ok"], msg["stdout"], msg["error"]
-                if type(ok) is not bool or type(stdout) is not str or not (error is None or type(error) is str):
-                    raise ValueError("malformed result")
-                out.append(_result(ok, truncate(stdout, 2 * self.max_chars), error))
-            return out
-        except Exception:
-            reader.feed = lambda data: []  # ignore the rest of this child's output
-            return []
+            capture.drain(t.ack_r)
+            if capture.write_all(t.cmd_w, frame, start + ANNOUNCE_S):
+                os.kill(base.pid, signal.SIGCONT)
+                pid = self._announced(t, base, start + ANNOUNCE_S)
+        except OSError:
+            pid = None
+        if pid is None:
+            self._drop(base)
+            return None
+        t.refs += 1
+        remaining = max(self.timeout_s - base.elapsed, 0.05)
+        outcome = self._watch(pid, t, start, start + remaining)
+        if not self._stopped(base.pid, time.monotonic() + ANNOUNCE_S):
+            self._drop(base)  # it did not pause again: it must never be continued
+        return {**self._settle(t, outcome, base, text, tree, keep), "incremental": True}
 
-    def _child(self, codes: list, r: int, w: int) -> None:
-        _exit, write, dumps = os._exit, os.write, json.dumps  # bound before untrusted code runs
-        status = CHILD_BROKEN
+    def _announced(self, t: Tree, base: State, deadline: float) -> int | None:
+        """The pid of the continuation process: announced (once it is our child, orphaned to us)
+        before it runs any new code, and verified to be our child in the state's process group."""
+        buf = b""
+        while b"\n" not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([t.ack_r], [], [], remaining)[0]:
+                return None
+            data = capture.drain(t.ack_r)
+            if not data:
+                return None  # end of file: nothing in that state's tree is alive
+            buf += data
         try:
-            os.close(r)
-            os.closerange(3, w)
-            os.closerange(w + 1, self.max_fd)
-            if len(codes) == 1:
-                gc.disable()  # the frozen heap is never collected anyway; one short program needs no cycle GC
+            pid = int(buf.split(b"\n", 1)[0])
+            if pid <= 1 or pid in {s.pid for s in self.states.values()}:
+                return None
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
+            return pid if os.getpgid(pid) == os.getpgid(base.pid) else None
+        except (ValueError, OSError):  # not a number, not our child
+            return None
+
+    def _stopped(self, pid: int, deadline: float) -> bool:
+        """Wait (on SIGCHLD wake-ups) until our child ``pid`` has stopped; False if it exits or overruns."""
+        while True:
             try:
-                limits.confine(
-                    self.cfg["limits"], self.tmp_dir, self.base_bytes, self.cfg["uid"], self.cfg["gid"], len(codes)
-                )
-                guard.disarm()
-                guard.install(self.tmp_dir, self.read_roots)
-                failure = None
-            except BaseException as e:
-                failure = {"ok": False, "stdout": "", "error": f"SandboxError: confinement failed: {format_error(e)}"}
-            for code in codes:
-                result = failure or execute(code, self.max_chars)
-                payload = dumps(result).encode()
-                view = memoryview(len(payload).to_bytes(4, "big") + payload)
-                while view:
-                    view = view[write(w, view) :]
-                if len(codes) > 1:
-                    gc.collect()  # a program's cyclic garbage must not eat the next one's memory
-            status = 0
-        finally:
-            _exit(status)
+                info = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return False
+            if info is not None:
+                return info.si_code == os.CLD_STOPPED
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if select.select([self.wake_r], [], [], min(remaining, 0.05))[0]:
+                capture.drain(self.wake_r)
 
-    def _failure(self, status: int, rusage, timed_out: bool, elapsed: float) -> dict:
-        """The result of a program whose child ended without reporting it."""
-        if timed_out:
-            return _result(False, "", f"TimeoutError: execution exceeded {self.timeout_s:g} s", True, elapsed)
-        cfg_limits = self.cfg["limits"]
-        cpu_limit = limits.cpu_seconds(cfg_limits["cpu_s"], cfg_limits["timeout_s"])
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and rusage.ru_utime + rusage.ru_stime >= cpu_limit):
-                return _result(False, "", f"TimeoutError: CPU time limit of {cpu_limit} s exceeded", True, elapsed)
-            return _result(False, "", f"RuntimeError: program killed by {signal.Signals(sig).name}", False, elapsed)
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
-        if code == CHILD_BROKEN:
-            return _result(False, "", "RuntimeError: the program broke its result report", False, elapsed)
-        return _result(False, "", f"SystemExit: {code}", False, elapsed)  # os._exit(code)
-
-
-def _result(ok: bool, stdout: str, error: str | None, timed_out: bool = False, duration: float = 0.0) -> dict:
-    return {"ok": ok, "stdout": stdout, "error": error, "timed_out": timed_out, "duration_s": duration}
-
-
-def _empty_dir(path: str) -> None:
-    with os.scandir(path) as it:
-        entries = list(it)
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
+    def _watch(self, pid: int, t: Tree, start: float, deadline: float) -> dict:
+        """Read the pipes until the process exits or stops, or the deadline passes (then SIGKILL)."""
+        out, err = capture.Output(self.cap), capture.Output(ERR_TAIL)
+        watch = [t.out_r, t.err_r, self.wake_r]
+        status, stopped, timed_out = None, False, False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                self._kill_run(pid)
+                break
+            ready, _, _ = select.select(watch, [], [], min(remaining, 0.05))
+            for fd, sink in ((t.out_r, out), (t.err_r, err)):
+                if fd in ready:
+                    data = capture.drain(fd)
+                    sink.feed(data)
+                    if not data:  # end of file: every writer has exited; the exit itself is signalled
+                        watch.remove(fd)
+            if self.wake_r in ready:
+                capture.drain(self.wake_r)
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WSTOPPED | os.WNOHANG)
+            if info is not None:
+                stopped = info.si_code == os.CLD_STOPPED
+                status = info
+                break
+        if status is None:  # timed out, killed above
+            wstatus = os.waitpid(pid, 0)[1]
         else:
+            wstatus = None if stopped else _wstatus(status)
+        out.feed(capture.drain(t.out_r))
+        err.feed(capture.drain(t.err_r))
+        duration = time.monotonic() - start
+        return {
+            "wstatus": wstatus,
+            "stopped": stopped,
+            "timed_out": timed_out,
+            "out": out,
+            "err": err,
+            "pid": pid,
+            "duration": duration,
+        }
+
+    def _kill_run(self, pid: int) -> None:
+        if not self.walled:  # no PID namespace to sweep afterwards: its process group goes now
             try:
-                os.unlink(entry.path)
+                os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
+        _kill(pid)
 
+    def _settle(self, t: Tree, o: dict, base: State | None, text, tree, keep) -> dict:
+        """The result of a watched process; registers it as a state when it paused and may be kept."""
+        t.refs -= 1
+        pid, duration = o["pid"], o["duration"]
+        out = base.out.extended(o["out"]) if base else o["out"]
+        state = None
+        if o["stopped"]:
+            if keep and self._dir_empty():
+                sid = self.next_sid
+                self.next_sid += 1
+                elapsed = (base.elapsed if base else 0.0) + duration
+                self._register(State(sid, pid, t, text, len(tree.body), text.count("\n"), out, elapsed))
+                state = sid
+            else:
+                self._kill_run(pid)
+                os.waitpid(pid, 0)
+            res = _result(True, out.text(self.max_chars), None)
+        else:
+            res = self._failure(o, out)
+        if t.refs == 0:
+            t.close()
+        self._clean()
+        res["state"] = state
+        res["duration_s"] = duration
+        return res
 
-def _kill_group(pid: int) -> None:
-    for kill, target in ((os.killpg, pid), (os.kill, pid)):
+    def _failure(self, o: dict, out: capture.Output) -> dict:
+        status = o["wstatus"]
+        if o["timed_out"]:
+            return _result(False, "", f"TimeoutError: execution exceeded {self.timeout_s:g} s", True)
+        if os.WIFSIGNALED(status):  # killed: stderr is whatever the program wrote, not a report
+            sig = os.WTERMSIG(status)
+            if sig in (signal.SIGXCPU, signal.SIGKILL):
+                cpu = limits.cpu_seconds(self.cfg["limits"]["cpu_s"], self.timeout_s)
+                return _result(False, "", f"TimeoutError: CPU time limit of {cpu} s exceeded", True)
+            return _result(
+                False, out.text(self.max_chars), f"RuntimeError: program killed by {signal.Signals(sig).name}"
+            )
+        code = os.WEXITSTATUS(status)
+        if code == 0:
+            return _result(True, out.text(self.max_chars), None)
+        tail = o["err"].tail
+        if runner.ERROR_MARK in tail:
+            error = tail.rsplit(runner.ERROR_MARK, 1)[1].decode("utf-8", "replace").rstrip("\n")
+        else:  # no report from the runner: os._exit(code), or a crash that left a line behind
+            lines = tail.decode("utf-8", "replace").strip().splitlines()
+            error = lines[-1] if lines else f"SystemExit: {code}"
+        return _result(False, out.text(self.max_chars), runner.truncate(error, self.max_chars))
+
+    # ------------------------------------------------------------------ states
+
+    def _register(self, state: State) -> None:
+        state.tree.refs += 1
+        self.states[state.sid] = state
+        while len(self.states) > self.max_states:
+            self._drop(next(iter(self.states.values())))
+
+    def _drop(self, state: State) -> None:
+        del self.states[state.sid]
+        self.evicted.append(state.sid)
+        _kill(state.pid)
         try:
-            kill(target, signal.SIGKILL)
-        except OSError:
+            os.waitpid(state.pid, 0)
+        except ChildProcessError:
             pass
+        state.tree.refs -= 1
+        if state.tree.refs == 0:
+            state.tree.close()
 
+    def _clean(self) -> None:
+        """After every program: kill what it left behind, reap, empty the temp dir."""
+        keep = {s.pid for s in self.states.values()}
+        if self.walled:  # our PID namespace holds only us, the states and leftovers
+            keep.update((1, os.getpid()))
+            for name in os.listdir("/proc"):
+                if name.isdigit() and int(name) not in keep:
+                    _kill(int(name))
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            for state in [s for s in self.states.values() if s.pid == pid]:
+                self._drop(state)
+        capture.empty_dir(self.tmp_dir)
 
-def _has_exited(pid: int) -> bool:
-    """Without pidfds: poll for an exit without reaping."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-
-
-def probe(cfg: dict) -> dict:
-    """Can a child still read the installation after dropping to cfg's uid? (run by the launcher)."""
-    import importlib.util
-
-    origins = []
-    for name in ("statistics", "decimal", "numpy", "sympy"):
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin:
-            origins.append(spec.origin)
-    pid = os.fork()
-    if pid == 0:
-        status = 1
+    def _dir_empty(self) -> bool:
         try:
-            if cfg["uid"] is not None:
-                os.setgroups([])
-                os.setgid(cfg["gid"])
-                os.setuid(cfg["uid"])
-            for path in origins:
-                with open(path, "rb") as f:
-                    f.read(1)
-            for d in sys.path:
-                if os.path.isdir(d):
-                    os.listdir(d)
-            importlib.import_module("statistics")
-            status = 0
+            return not os.listdir(self.tmp_dir)
+        except OSError:
+            return False
+
+    # ------------------------------------------------------------------ the child
+
+    def _child(self, code, keep_after: float | None, fds: tuple[int, int, int, int]) -> None:
+        status = 70
+        try:
+            # Copies above every fd in use first: a source may sit on another one's target.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1 + max(fds)) for fd in fds]
+            for target, fd in zip((1, 2, runner.CMD_FD, runner.ACK_FD), high):
+                os.dup2(fd, target)
+            os.closerange(runner.FIRST_FREE_FD, os.sysconf("SC_OPEN_MAX"))
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            gc.disable()  # the frozen heap is never collected anyway; one short program needs no cycle GC
+            limits.confine(self.cfg["limits"], self.tmp_dir, self.base_bytes)
+            if self.program_filter is not None:
+                self.program_filter.load_inherited()  # the zygote's filter set no_new_privs
+            if self.cfg["audit_hook"]:
+                guard.disarm()
+            if self.cfg["audit_hook"]:
+                guard.install(self.tmp_dir, self.read_roots, allow_fork=self.max_states > 0)
+            runner.main(code, keep_after, self.prepared)
+        except BaseException as e:
+            os.write(2, f"\nSandboxError: confinement failed: {runner.format_error(e)}\n".encode())
         finally:
             os._exit(status)
-    _, status = os.waitpid(pid, 0)
-    return {
-        "drop_ok": os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
-        "version": list(sys.version_info[:2]),
-        "executable": sys.executable,
-    }
+
+
+def _suffix(base: State, text: str, tree) -> str | None:
+    """``text`` minus ``base.text`` when that split is at a top-level statement boundary."""
+    if not (text.startswith(base.text) and base.text.endswith("\n")) or len(tree.body) < base.n_stmts:
+        return None
+    suffix = text[len(base.text) :]
+    try:
+        if len(ast.parse(suffix).body) != len(tree.body) - base.n_stmts:
+            return None
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    return suffix
+
+
+def _result(ok: bool, stdout: str, error: str | None, timed_out: bool = False) -> dict:
+    return {"ok": ok, "stdout": stdout, "error": error, "timed_out": timed_out, "duration_s": 0.0, "state": None}
+
+
+def _wstatus(info) -> int:
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    return info.si_status & 0x7F  # killed or dumped: the signal number
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def main(argv: list[str]) -> None:
@@ -394,13 +500,10 @@ def main(argv: list[str]) -> None:
     cfg = json.loads(argv[-1])
     # Programs import from the interpreter's stdlib and the given site dirs, not from here.
     sys.path[:] = [p for p in sys.path if p not in ("", here)] + [p for p in cfg["sys_path"] if p not in sys.path]
-    if argv[1] == "--probe":
-        print(json.dumps(probe(cfg)))
-        return
     # The protocol moves off fds 0/1 so nothing a library prints can corrupt it.
     fd_in, fd_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
+    for fd in (0, 1):  # fd 2 stays the worker's log (each program's process gets its own pipe there)
         os.dup2(devnull, fd)
     os.close(devnull)
     zygote = Zygote(cfg)

@@ -104,29 +104,61 @@ def test_eval_on_real_benchmark_slices(tiny_policy, tmp_path, rel, capsys):
         )
         == 0
     )
-    metrics = json.loads((out / "metrics.json").read_text())
+    bench = out / rel.replace(".jsonl", "").replace("/", "_")
+    metrics = json.loads((bench / "metrics.json").read_text())
     assert metrics["problems"] == 20 and 0.0 <= metrics["policy_greedy_acc"] <= 1.0
-    records = read_records(out / "greedy.jsonl")
+    records = read_records(bench / "greedy.jsonl")
     assert len(records) == 20 and all(r.gold for r in records)  # gold answers were parsed from the file
 
 
-def test_solve_cli_runs_a_search(tiny_policy, capsys):
-    code = cli.main(
-        [
-            "solve",
-            "--policy",
-            tiny_policy,
-            "--question",
-            "Tom has 12 apples and buys 30 more.",
-            "--rollouts",
-            "1",
-            "--candidates",
-            "2",
-            "--max-step-tokens",
-            "8",
-            "--max-depth",
-            "2",
-        ]
-    )
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    """A synthetic problem and a policy (+ PPM) trained on its reference solution: it solves it."""
+    from rstar_jax.domain import reference_solution
+    from tests.demo_policy import trained_policy, trained_ppm
+
+    problem = generate_problems(1, 1, seed=5)[0]
+    steps = reference_solution(problem)
+    root = tmp_path_factory.mktemp("taught")
+    policy = trained_policy(str(root / "policy"), [("", problem, steps)])
+    wrong = steps[0].replace("Fraction(", "Fraction(1 + ")
+    return problem, policy, trained_ppm(str(root / "ppm"), policy, problem, steps[0], wrong)
+
+
+def _solve_output(capsys) -> tuple[str, str]:
     printed = capsys.readouterr().out
-    assert (code, "answer:" in printed) in ((0, True), (1, False)) and ("no answer found" in printed) == (code == 1)
+    trajectory, _, tail = printed.rpartition("\nanswer: ")
+    return trajectory, tail.split()[0]
+
+
+def test_solve_prints_a_correct_trajectory_and_answer(taught, capsys):
+    from rstar_jax.grading import is_equiv
+    from rstar_jax.steps import build_prompt
+
+    problem, policy, _ = taught
+    argv = ["solve", "--policy", policy, "--question", problem.question, "--rollouts", "2", "--candidates", "2"]
+    assert cli.main([*argv, "--max-step-tokens", "64", "--max-depth", "10"]) == 0
+    trajectory, answer = _solve_output(capsys)
+    assert is_equiv(answer, problem.answer), (answer, problem.answer)
+    assert "<end_of_code>" in trajectory and "<output>" in trajectory and f"\\boxed{{{answer}}}" in trajectory
+    assert build_prompt(problem.question) not in trajectory  # the steps, not the prompt
+
+
+def test_solve_with_an_evolve_run_folder(taught, tmp_path, capsys):
+    """``--run``: the last round's policy and PPM of an evolve run (as the demo leaves them)."""
+    from rstar_jax.grading import is_equiv
+
+    problem, policy, ppm = taught
+    for r, (pol, rm) in enumerate([(policy, ppm), (policy, ppm)], start=1):
+        os.makedirs(tmp_path / f"round{r}" / "policy")
+        os.makedirs(tmp_path / f"round{r}" / "ppm")
+        os.symlink(pol, tmp_path / f"round{r}" / "policy" / "hf")
+        os.symlink(rm, tmp_path / f"round{r}" / "ppm" / "hf")
+    argv = ["solve", "--run", str(tmp_path), "--question", problem.question, "--rollouts", "2", "--candidates", "2"]
+    assert cli.main([*argv, "--max-step-tokens", "64", "--max-depth", "10"]) == 0
+    _, answer = _solve_output(capsys)
+    assert is_equiv(answer, problem.answer)
+    assert cli.main(["solve", "--run", str(tmp_path / "round1"), "--question", "q"]) == 2
+    assert "no finished round" in capsys.readouterr().err
+    assert cli.main(["solve", "--question", "q"]) == 2
+    assert "--policy" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rstar_jax.data.problems import Problem, last_boxed, load_problems, save_problems
+from rstar_jax.data.problems import Problem, last_boxed, load_answered, load_problems, save_problems
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="shared/data not present")
@@ -86,3 +86,38 @@ def test_malformed_lines_name_file_and_line(tmp_path):
         load_problems(no_question)
     with pytest.raises(ValueError, match="suffix"):
         load_problems(tmp_path / "d.csv")
+
+
+def test_training_sets_skip_and_count_problems_without_an_answer(tmp_path):
+    """NuminaMath-style records (``problem``/``solution``) next to GSM8K and MATH ones: those without a
+    gold answer are skipped with their line, the rest keep their answers; none at all is an error."""
+    records = [
+        {"question": "Tom has 3 apples and buys 4. How many?", "answer": "He has 3 + 4 = 7.\n#### 7"},
+        {"problem": "Show that $\\sqrt 2$ is irrational.", "solution": "Suppose it were rational. Contradiction."},
+        {"problem": "Compute $1+1$.", "solution": "We get $\\boxed{2}$."},
+        {"question": "An empty answer?", "answer": ""},
+        {"question": "Which angles?", "final_answer": []},
+        {"problem": "Solve $x+1=3$.", "answer": "2"},
+    ]
+    path = tmp_path / "numina.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    problems, skipped = load_answered(path)
+    assert [p.answer for p in problems] == ["7", "2", "2"]
+    assert [s.split(": ", 1)[0] for s in skipped] == [f"{path}:2", f"{path}:4", f"{path}:5"]
+    assert "no answer" in skipped[0] and "empty gold answer" in skipped[1]
+    assert load_answered(path, limit=2)[0] == problems[:2]
+    with pytest.raises(ValueError, match=r"numina\.jsonl:2: no answer"):
+        load_problems(path)  # an evaluation file keeps its strictness
+    unanswerable = tmp_path / "proofs.jsonl"
+    unanswerable.write_text("".join(json.dumps(r) + "\n" for r in (records[1], records[3])))
+    with pytest.raises(ValueError, match=r"proofs\.jsonl: none of its 2 problems has an extractable gold answer"):
+        load_answered(unanswerable)
+
+
+@needs_data
+def test_real_training_files_have_checkable_answers():
+    problems, skipped = load_answered(DATA / "gsm8k" / "train.jsonl", limit=200)
+    assert len(problems) == 200 and not skipped and all(p.answer.replace("-", "").isdigit() for p in problems)
+    problems, skipped = load_answered(DATA / "gaokao2023en" / "test.jsonl")
+    raw = [json.loads(line) for line in (DATA / "gaokao2023en" / "test.jsonl").open()]
+    assert len(problems) + len(skipped) == len(raw) and len(skipped) == 2  # its two empty gold answers

@@ -13,11 +13,15 @@ SEARCH_FLAGS = ("rollouts", "candidates", "max_depth", "max_step_tokens", "seed"
 def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",
-        required=True,
         help="HF folder of the policy (with its tokenizer), or 'bootstrap' for the scripted "
         "proposer of the synthetic domain",
     )
     p.add_argument("--ppm", help="HF folder of the process preference model (enables PPM mode)")
+    p.add_argument(
+        "--few-shot",
+        help="prompt the policy with demonstrations of the step format first: 'builtin' or a JSON file "
+        "(for a model never trained on the format, e.g. an instruct model as bootstrap policy)",
+    )
     p.add_argument("--config", help="YAML search preset (configs/search_*.yaml)")
     p.add_argument("--rollouts", type=int)
     p.add_argument("--candidates", type=int, help="K candidate steps per expansion")
@@ -39,17 +43,20 @@ def search_config(args):
 
 def _search(args) -> int:
     from rstar_jax.data.problems import load_problems
-    from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.errors import UserError
+    from rstar_jax.evolve.loading import BOOTSTRAP, load_proposer
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.answers import accuracy, solved_any
     from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.mcts import run_mcts
     from rstar_jax.search.records import write_records
 
+    if not args.policy:
+        raise UserError("search: give --policy (an HF folder, or 'bootstrap')")
     cfg = search_config(args)
     problems = load_problems(args.data, limit=args.limit)
-    proposer = load_proposer(args.policy, problems, cfg)
-    scorer = load_scorer(args.ppm) if args.ppm else None
+    proposer = load_proposer(args.policy, problems, cfg, few_shot=args.few_shot)
+    scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy) if args.ppm else None
     os.makedirs(args.out, exist_ok=True)
     with Sandbox() as sandbox:
         records, stats = run_mcts(problems, proposer, sandbox, cfg, scorer)
@@ -69,19 +76,43 @@ def _search(args) -> int:
     return 0
 
 
+def run_models(run: str) -> tuple[str, str]:
+    """(policy, PPM) HF folders of the last finished round of an ``evolve`` run folder."""
+    from rstar_jax.errors import UserError
+
+    rounds = sorted(
+        int(name[5:])
+        for name in (os.listdir(run) if os.path.isdir(run) else [])
+        if name.startswith("round")
+        and name[5:].isdigit()
+        and os.path.isfile(os.path.join(run, name, "ppm", "hf", "config.json"))
+    )
+    if not rounds:
+        raise UserError(f"--run {run}: no finished round with a policy and a PPM (not an evolve run folder?)")
+    last = os.path.join(run, f"round{rounds[-1]}")
+    return os.path.join(last, "policy", "hf"), os.path.join(last, "ppm", "hf")
+
+
 def _solve(args) -> int:
     from rstar_jax.data.problems import Problem
-    from rstar_jax.evolve.loading import load_proposer
+    from rstar_jax.errors import UserError
+    from rstar_jax.evolve.loading import BOOTSTRAP, load_proposer
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.answers import choose_answer
     from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.mcts import run_mcts
     from rstar_jax.search.records import trajectories, trajectory_steps
 
+    if args.run:
+        if args.policy:
+            raise UserError("solve: give --policy (with --ppm) or --run, not both")
+        args.policy, args.ppm = run_models(args.run)
+    elif not args.policy:
+        raise UserError("solve: give --policy (an HF folder) or --run (an evolve run folder)")
     cfg = search_config(args).replace(reward="ppm" if args.ppm else "none")
     problem = Problem(id="q0", question=args.question, answer="")
-    proposer = load_proposer(args.policy, [problem], cfg)
-    scorer = load_scorer(args.ppm) if args.ppm else None
+    proposer = load_proposer(args.policy, [problem], cfg, few_shot=args.few_shot)
+    scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy) if args.ppm else None
     t = time.perf_counter()
     with Sandbox() as sandbox:
         (record,), _ = run_mcts([problem], proposer, sandbox, cfg, scorer, progress=False)
@@ -112,8 +143,10 @@ def add_parser(sub) -> None:
     s = sub.add_parser(
         "solve",
         help="solve one question with MCTS and print the best solution",
-        description="Search one question and print the best-scored solution and its answer.",
+        description="Search one question with an HF policy folder (--policy, optionally --ppm) or the last "
+        "round of an evolve run (--run, e.g. the demo's) and print the chosen trajectory and its answer.",
     )
     add_search_args(s)
+    s.add_argument("--run", help="an `rstar-jax evolve` run folder: use its last round's policy and PPM")
     s.add_argument("--question", required=True)
     s.set_defaults(func=_solve)

@@ -27,6 +27,10 @@ _ID_KEYS = ("id", "unique_id")
 _CONSUMED = {"id", "unique_id", "question", "problem", "answer", "final_answer", "meta"}
 
 
+class NoAnswer(ValueError):
+    """A record with a question but no gold answer to check a solution against."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """One problem: ``answer`` is the gold final answer as a string (no ``\\boxed``; may be
@@ -78,7 +82,7 @@ def _gold_answer(record: dict) -> tuple[str, str | None]:
     solution = record.get("solution")
     if isinstance(solution, str) and (boxed := last_boxed(solution)) is not None:
         return boxed.strip(), solution
-    raise ValueError("no answer: expected 'answer', 'final_answer' or a \\boxed{} in 'solution'")
+    raise NoAnswer("no answer: expected 'answer', 'final_answer' or a \\boxed{} in 'solution'")
 
 
 def problem_from_record(record: Any, default_id: str) -> Problem:
@@ -122,21 +126,49 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
 
 def load_problems(path: str | os.PathLike, limit: int | None = None) -> list[Problem]:
     """Read up to ``limit`` problems from a ``.jsonl`` or ``.json`` file in any supported format."""
+    return _load(Path(path), limit, skip_unanswered=False)[0]
+
+
+def load_answered(path: str | os.PathLike, limit: int | None = None) -> tuple[list[Problem], list[str]]:
+    """Up to ``limit`` problems with a non-empty gold answer (a training set: a problem without one
+    cannot reward a solution), and ``file:line: reason`` for each record skipped for lacking one.
+    Raises ``UserError`` naming the file when none has an answer."""
     path = Path(path)
+    problems, skipped = _load(path, limit, skip_unanswered=True)
+    if not problems and limit != 0:
+        raise UserError(
+            f"{path}: none of its {len(skipped)} problems has an extractable gold answer "
+            f"({skipped[0].split(': ', 1)[1]}); a training file needs 'answer', 'final_answer' "
+            "or a \\boxed{} in 'solution'"
+        )
+    return problems, skipped
+
+
+def _load(path: Path, limit: int | None, skip_unanswered: bool) -> tuple[list[Problem], list[str]]:
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     problems: list[Problem] = []
+    skipped: list[str] = []
     for i, (where, record) in enumerate(_records(path)):
         if limit is not None and len(problems) >= limit:
             break
         index = record.get("index", i) if isinstance(record, dict) else i
         try:
-            problems.append(problem_from_record(record, default_id=f"{path.parent.name}/{path.stem}-{index}"))
+            problem = problem_from_record(record, default_id=f"{path.parent.name}/{path.stem}-{index}")
+        except NoAnswer as e:
+            if not skip_unanswered:
+                raise UserError(f"{where}: {e}") from None
+            skipped.append(f"{where}: {e}")
+            continue
         except ValueError as e:
             raise UserError(f"{where}: {e}") from None
-    if not problems and limit != 0:
+        if skip_unanswered and not problem.answer.strip():
+            skipped.append(f"{where}: empty gold answer")
+            continue
+        problems.append(problem)
+    if not problems and not skipped and limit != 0:
         raise UserError(f"{path}: no problems in the file")
-    return problems
+    return problems, skipped
 
 
 def save_problems(problems: list[Problem], path: str | os.PathLike) -> None:

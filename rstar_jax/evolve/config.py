@@ -6,6 +6,7 @@ import dataclasses
 
 from rstar_jax.domain.bootstrap import TIER_ERROR_RATES, tier_error_rates
 from rstar_jax.evolve.evaluate import EvalConfig
+from rstar_jax.evolve.schedule import RoundSettings, resolve_all
 from rstar_jax.search.config import SearchConfig
 from rstar_jax.train.config import CopyWarmupConfig, RewardConfig, SFTConfig
 from rstar_jax.train.examples import ExtractConfig
@@ -36,13 +37,17 @@ class BaseModelSpec:
 
 @dataclasses.dataclass(frozen=True)
 class DomainConfig:
-    """Problems: ``train_file``/``test_file`` (GSM8K/MATH jsonl) or, when unset, the synthetic domain.
+    """Problems: ``train_file``/``test_file`` (any file ``rstar_jax.data`` reads: GSM8K, MATH,
+    NuminaMath-style ``problem``/``solution``, the rStar evaluation sets) or, when unset, the
+    synthetic domain. Training problems without a checkable gold answer are skipped and counted.
 
+    train_limit: read ``train_file`` only up to its N-th problem with an answer (0 = all).
     n_train_per_tier: one count for every tier, or a list with one per tier.
-    eval_tier / eval_limit pick the held-out problems evaluated each round
-    (tier None = all; limit 0 = all)."""
+    eval_tier / eval_limit pick the held-out problems evaluated each round (tier None = all, and
+    problems without a tier, e.g. from a test file, are never filtered out; limit 0 = all)."""
 
     train_file: str | None = None
+    train_limit: int = 0
     test_file: str | None = None
     n_train_per_tier: int | tuple[int, ...] = 200
     n_test_per_tier: int = 50
@@ -53,10 +58,13 @@ class DomainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvolveConfig:
-    """rounds:                 self-evolution rounds (round 1 = bootstrap proposer).
+    """rounds:                 self-evolution rounds.
+    schedule:               per-round settings (``evolve.schedule.RoundSettings``: policy, few-shot
+                            prompt, search overrides, which problems, SFT/PPM overrides); rounds past
+                            its end use the defaults below. configs/paper.yaml writes down the paper's.
     bootstrap_error_rates:  per-tier total step error rate of the scripted bootstrap proposer.
-    bootstrap_search:       round-1 search (terminal-guided, gold rewards).
-    policy_search:          rounds >= 2 (policy + PPM, gold rewards).
+    bootstrap_search:       round 1's default search (terminal-guided, gold rewards).
+    policy_search:          later rounds' default search (policy + PPM, gold rewards).
     policy_search_limit:    rounds >= 2 search at most this many training problems (0 = all), those
                             with the fewest solutions in the previous round's data first (a laptop
                             budget spent where the previous round failed).
@@ -71,6 +79,7 @@ class EvolveConfig:
 
     seed: int = 0
     rounds: int = 3
+    schedule: tuple[RoundSettings, ...] = ()
     domain: DomainConfig = DomainConfig()
     model: BaseModelSpec = BaseModelSpec()
     bootstrap_error_rates: tuple[float, ...] = TIER_ERROR_RATES
@@ -93,6 +102,7 @@ class EvolveConfig:
             raise ValueError(f"policy_init must be 'base' or 'previous', got {self.policy_init!r}")
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        resolve_all(self)  # every round's settings fit together
 
     def bootstrap_kwargs(self) -> dict:
         return {"error_rates": tier_error_rates(self.bootstrap_error_rates), "seed": self.seed}

@@ -1,8 +1,12 @@
 """Self-evolution (docs/DESIGN.md §1, §9): search -> extract -> train policy -> train PPM -> evaluate.
 
-Round 1 searches with the bootstrap proposer (terminal-guided MCTS); round r > 1
-with round r-1's policy and PPM. Each round's policy is trained again from the
-base model on that round's SFT data; its PPM starts from that policy. Every
+Each round runs with its settings from ``evolve.schedule``: by default round 1
+searches with the scripted bootstrap proposer (terminal-guided MCTS) and round
+r > 1 with round r-1's policy and PPM; a schedule may give round 1 an HF folder
+with a few-shot prompt, keep later rounds terminal-guided, or pick problems by
+the previous round's results. Each round's policy is trained again from the
+base model on that round's SFT data; its PPM starts from that policy (a round
+whose search yields no preference pairs trains none). Every
 stage is a unit of a ``WorkDir``: rerunning the same command resumes after the
 last finished unit, and a search shard resumes after its last finished batch.
 """
@@ -21,13 +25,14 @@ import yaml
 
 from rstar_jax.config import load_config
 from rstar_jax.data.problems import Problem, load_problems, save_problems
-from rstar_jax.domain.synthetic import make_splits
 from rstar_jax.errors import UserError, one_line
 from rstar_jax.evolve.base_model import build_base_model
 from rstar_jax.evolve.config import EvolveConfig
 from rstar_jax.evolve.evaluate import evaluate_round
+from rstar_jax.evolve.inputs import eval_problems, load_inputs
 from rstar_jax.evolve.loading import round_searchers
 from rstar_jax.evolve.report import write_report
+from rstar_jax.evolve.schedule import BOOTSTRAP, PREVIOUS, Round, resolve, resolve_all
 from rstar_jax.evolve.workdir import WorkDir
 from rstar_jax.io import atomic_write_json, atomic_write_text
 from rstar_jax.runs import (
@@ -56,53 +61,21 @@ def log(msg: str) -> None:
 
 # --- problems and the base model -------------------------------------------------------
 def prepare_problems(
-    cfg: EvolveConfig, wd: WorkDir, loaded: tuple[list[Problem], list[Problem]] | None = None
+    cfg: EvolveConfig, wd: WorkDir, loaded: tuple[list[Problem], list[Problem], list[str]] | None = None
 ) -> tuple[list[Problem], list[Problem]]:
     """The run's problems, saved once as the ``problems`` unit (``loaded``: what ``load_inputs``
     already read and validated, so the files are not read twice)."""
     if not wd.done("problems"):
         with wd.unit("problems") as tmp:
-            train, test = loaded if loaded is not None else load_inputs(cfg)
+            train, test, skipped = loaded if loaded is not None else load_inputs(cfg)
             save_problems(train, os.path.join(tmp, "train.jsonl"))
             save_problems(test, os.path.join(tmp, "test.jsonl"))
-            atomic_write_json(os.path.join(tmp, "info.json"), {"train": len(train), "test": len(test)})
+            if skipped:
+                log(f"skipped {len(skipped)} training problem(s) without a checkable gold answer, e.g. {skipped[0]}")
+            info = {"train": len(train), "test": len(test), "skipped_train": len(skipped)}
+            atomic_write_json(os.path.join(tmp, "info.json"), info)
     saved = [wd.path("problems", f"{split}.jsonl") for split in ("train", "test")]
     return tuple(load_problems(p) if os.path.getsize(p) else [] for p in saved)  # no test file: no test problems
-
-
-def load_inputs(cfg: EvolveConfig) -> tuple[list[Problem], list[Problem]]:
-    """Read and check every input the config names (problem files, model folders) without writing
-    anything; a problem is raised as ``UserError`` naming the setting and the file."""
-    d, m = cfg.domain, cfg.model
-    for key, path in (("domain.train_file", d.train_file), ("domain.test_file", d.test_file)):
-        if path and not os.path.isfile(path):
-            what = "is a folder, not a problem file" if os.path.isdir(path) else "does not exist"
-            raise UserError(f"{key}: {path} {what}; fix the path (in the config or as an override {key}=PATH)")
-    for key, path in (("model.init", m.init), ("model.tokenizer", m.tokenizer)):
-        if path and not os.path.isdir(path):
-            raise UserError(f"{key}: {path}: model folder does not exist; fix the path or unset {key}")
-    if m.init and not os.path.isfile(os.path.join(m.init, "config.json")):
-        raise UserError(f"model.init: {os.path.join(m.init, 'config.json')}: no config.json (not an HF model folder)")
-    if d.train_file:
-        train = load_problems(d.train_file)  # an empty or damaged file is a UserError naming it
-        test = load_problems(d.test_file) if d.test_file else []
-    else:
-        try:
-            train, test = make_splits(cfg.seed, d.n_train_per_tier, d.n_test_per_tier, tuple(d.tiers))
-        except ValueError as e:
-            raise UserError(f"domain: {e}") from None
-    if not train:
-        raise UserError(
-            f"domain: no training problems (n_train_per_tier={d.n_train_per_tier}, tiers={list(d.tiers)}); "
-            "set domain.n_train_per_tier >= 1 or domain.train_file"
-        )
-    return train, test
-
-
-def eval_problems(cfg: EvolveConfig, test: list[Problem]) -> list[Problem]:
-    d = cfg.domain
-    chosen = [p for p in test if d.eval_tier is None or p.meta.get("tier") == d.eval_tier]
-    return chosen[: d.eval_limit] if d.eval_limit else chosen
 
 
 def prepare_base(cfg: EvolveConfig, wd: WorkDir, train: list[Problem]) -> str:
@@ -117,34 +90,55 @@ def prepare_base(cfg: EvolveConfig, wd: WorkDir, train: list[Problem]) -> str:
 
 # --- search --------------------------------------------------------------------------------
 def round_search_config(cfg: EvolveConfig, r: int) -> SearchConfig:
-    base = cfg.bootstrap_search if r == 1 else cfg.policy_search
-    if r == cfg.rounds and r > 1 and cfg.final_extra_rollouts:
-        base = base.replace(extra_rollouts_if_unsolved=cfg.final_extra_rollouts)
-    return base.replace(seed=cfg.seed * 1000 + r)
+    """Round r's search settings (``evolve.schedule``)."""
+    return resolve(cfg, r).search
 
 
-def round_problems(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem]) -> list[Problem]:
-    """The training problems round r searches: all, or (``policy_search_limit``, rounds >= 2) those
-    with the fewest SFT examples in round r-1's data, ties in a seeded order."""
-    limit = cfg.policy_search_limit
-    if r == 1 or not limit or limit >= len(train):
+def round_problems(cfg: EvolveConfig, wd: WorkDir, rnd: Round, train: list[Problem]) -> list[Problem]:
+    """The training problems round r searches (``RoundSettings.problems``), at most ``problem_limit``
+    of them: those with the fewest SFT examples in round r-1's data first, ties in a seeded order."""
+    r = rnd.index
+    have = Counter(x.problem_id for x in read_sft(wd.path(f"round{r - 1}/data", "sft.jsonl"))) if r > 1 else Counter()
+    if rnd.problems == "unsolved":
+        train = [p for p in train if not have[p.id]]
+    elif rnd.problems == "solve_rate":
+        rates = _solve_rates(wd, r - 1)
+        train = [p for p in train if rates.get(p.id, 1.0 if have[p.id] else 0.0) <= rnd.max_solve_rate]
+    limit = rnd.problem_limit
+    if not limit or limit >= len(train):
         return train
-    have = Counter(x.problem_id for x in read_sft(wd.path(f"round{r - 1}/data", "sft.jsonl")))
     tie = {p.id: hashlib.sha1(f"{cfg.seed}/{r}/{p.id}".encode()).hexdigest() for p in train}
     return sorted(train, key=lambda p: (have[p.id], tie[p.id]))[:limit]
 
 
-def search_round(cfg: EvolveConfig, wd: WorkDir, r: int, train: list[Problem]) -> list:
+def _solve_rates(wd: WorkDir, r: int) -> dict[str, float]:
+    """Per problem searched in round r: the share of its tree's answers that are correct."""
+    out = {}
+    for shard in sorted(os.listdir(wd.path(f"round{r}/search"))):
+        path = wd.path(f"round{r}/search", shard, "trees.jsonl")
+        for rec in read_records(path) if os.path.isfile(path) else []:
+            graded = [n.correct for n in rec.nodes if n.answer is not None]
+            out[rec.problem_id] = sum(map(bool, graded)) / len(graded) if graded else 0.0
+    return out
+
+
+def search_round(cfg: EvolveConfig, wd: WorkDir, rnd: Round, train: list[Problem]) -> list:
     """All shards of round r (claiming unfinished ones), then every shard's records in order."""
 
-    train = round_problems(cfg, wd, r, train)
-    scfg = round_search_config(cfg, r)
+    r = rnd.index
+    train = round_problems(cfg, wd, rnd, train)
+    if not train:
+        raise UserError(
+            f"schedule[{r - 1}]: no training problems left to search with problems={rnd.problems!r}; "
+            "choose another selection"
+        )
+    scfg = rnd.search
     n = cfg.search_shards
     shards = [train[i::n] for i in range(n)]
     names = [f"round{r}/search/shard_{i:03d}" for i in range(n)]
     todo = [i for i in range(n) if not wd.done(names[i])]
     if todo:
-        proposer, scorer = round_searchers(cfg, wd, r, train, scfg)
+        proposer, scorer = round_searchers(cfg, wd, rnd, train)
         for i in todo:
             if wd.claim(names[i]):
                 try:
@@ -241,30 +235,18 @@ def _train_unit(wd: WorkDir, name: str, train_fn, data_file: str, init: str, tra
     return wd.path(name, "hf")
 
 
-def _train_policy(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, init: str) -> str:
+def _train_policy(cfg: EvolveConfig, wd: WorkDir, rnd: Round, data_dir: str, init: str) -> str:
     """Round r's policy, trained from ``init`` (the base model, or the previous round's policy)."""
-    return _train_unit(
-        wd,
-        f"round{r}/policy",
-        train_policy_folder,
-        os.path.join(data_dir, "sft.jsonl"),
-        init,
-        cfg.sft,
-        cfg.seed * 1000 + r,
-    )
+    r = rnd.index
+    sft = os.path.join(data_dir, "sft.jsonl")
+    return _train_unit(wd, f"round{r}/policy", train_policy_folder, sft, init, rnd.sft, cfg.seed * 1000 + r)
 
 
-def _train_ppm(cfg: EvolveConfig, wd: WorkDir, r: int, data_dir: str, policy: str) -> str:
+def _train_ppm(cfg: EvolveConfig, wd: WorkDir, rnd: Round, data_dir: str, policy: str) -> str:
     """Round r's PPM, initialised from round r's policy, trained on this round's pairs."""
-    return _train_unit(
-        wd,
-        f"round{r}/ppm",
-        train_reward_folder,
-        os.path.join(data_dir, "pairs.jsonl"),
-        policy,
-        cfg.ppm,
-        cfg.seed * 1000 + r,
-    )
+    r = rnd.index
+    pairs = os.path.join(data_dir, "pairs.jsonl")
+    return _train_unit(wd, f"round{r}/ppm", train_reward_folder, pairs, policy, rnd.ppm, cfg.seed * 1000 + r)
 
 
 def _portable(info: dict) -> dict:
@@ -286,29 +268,41 @@ def run(cfg: EvolveConfig, out: str, restart: bool = False) -> dict:
     evals = eval_problems(cfg, test)
     base = prepare_base(cfg, wd, train)
     rows = []
-    for r in range(1, cfg.rounds + 1):
-        t0 = time.time()
-        records = search_round(cfg, wd, r, train)
+    for rnd in resolve_all(cfg):
+        r, t0 = rnd.index, time.time()
+        records = search_round(cfg, wd, rnd, train)
         data_dir = extract_round(cfg, wd, r, records)
         init = base if cfg.policy_init == "base" or r == 1 else wd.path(f"round{r - 1}/policy", "hf")
-        policy = _train_policy(cfg, wd, r, data_dir, init)
-        ppm = _train_ppm(cfg, wd, r, data_dir, policy)
+        policy = _train_policy(cfg, wd, rnd, data_dir, init)
+        ppm = None
+        if wd.info(f"round{r}/data")["pairs"]:
+            ppm = _train_ppm(cfg, wd, rnd, data_dir, policy)
+        else:  # too few solutions to compare (a small run): no PPM, so no PPM-guided method this round
+            log(f"round {r}: the search found no preference pairs; no PPM is trained this round")
         name = f"round{r}/eval"
         if not wd.done(name):
             with wd.unit(name) as tmp:
-                metrics = evaluate_round(policy, ppm, evals, cfg.eval, tmp, seed=cfg.seed)
+                ecfg = cfg.eval if ppm else dataclasses.replace(cfg.eval, methods=_without_ppm(cfg.eval.methods))
+                metrics = evaluate_round(policy, ppm, evals, ecfg, tmp, seed=cfg.seed)
                 write_eval_page(tmp, title=f"Round {r} evaluation trees")  # trees.html: every method's trees
                 metrics.update(
                     round=r,
                     train_solved_share=wd.info(f"round{r}/data")["train_solved_share"],
                     sft_examples=wd.info(f"round{r}/data").get("sft_examples"),
                     ppm_pairs=wd.info(f"round{r}/data").get("pairs"),
+                    train_problems=len(train),
+                    skipped_train_problems=wd.info("problems").get("skipped_train", 0),
                 )
                 atomic_write_json(os.path.join(tmp, "info.json"), metrics)
             log(f"round {r} done in {time.time() - t0:.0f} s: {wd.info(name)}")
         rows.append(wd.info(name))
         write_report(rows, out, cfg)
     return {"rounds": rows}
+
+
+def _without_ppm(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """The evaluation methods that need no reward model."""
+    return tuple(m for m in methods if m in ("greedy", "sc"))
 
 
 # What `evolve` writes at the top of a run folder (and all that --restart removes): the records,
@@ -330,7 +324,15 @@ def _run_record(cfg: EvolveConfig) -> dict:
     for key, path in (("model.init", m.init), ("model.tokenizer", m.tokenizer)):
         if path:
             inputs[key] = {"path": path, "sha256": folder_sha256(path)}
-    return {"command": "evolve", "config": json.loads(json.dumps(dataclasses.asdict(cfg))), "inputs": inputs}
+    for rnd in resolve_all(cfg):
+        if rnd.policy not in (BOOTSTRAP, PREVIOUS):
+            inputs[f"schedule[{rnd.index - 1}].policy"] = {"path": rnd.policy, "sha256": folder_sha256(rnd.policy)}
+        if rnd.few_shot and os.path.isfile(rnd.few_shot):
+            inputs[f"schedule[{rnd.index - 1}].few_shot"] = {"path": rnd.few_shot, "sha256": file_sha256(rnd.few_shot)}
+    config = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    if not config["schedule"]:  # run folders started before per-round settings resume
+        del config["schedule"]
+    return {"command": "evolve", "config": config, "inputs": inputs}
 
 
 def _check_config(cfg: EvolveConfig, out: str, record: dict, restart: bool = False) -> WorkDir:

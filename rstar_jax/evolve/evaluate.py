@@ -14,7 +14,7 @@ import os
 from typing import Sequence
 
 from rstar_jax.errors import UserError
-from rstar_jax.search.answers import accuracy
+from rstar_jax.search.answers import is_solved
 from rstar_jax.search.config import SearchConfig
 
 METHODS = ("greedy", "mcts", "bon", "sc", "beam")
@@ -38,6 +38,15 @@ class EvalConfig:
     top_k: int | None = None
 
 
+def check_methods(cfg: EvalConfig, has_scorer: bool) -> None:
+    """Refuse unknown methods, and methods that need a reward model when there is none."""
+    unknown = set(cfg.methods) - set(METHODS)
+    if unknown:
+        raise UserError(f"unknown eval methods {sorted(unknown)}; choose from {METHODS}")
+    if not has_scorer and {"mcts", "bon", "beam"} & set(cfg.methods):
+        raise UserError("mcts, bon and beam need a reward model (--ppm)")
+
+
 def evaluate(
     proposer,
     scorer,
@@ -48,7 +57,8 @@ def evaluate(
     sandbox=None,
     progress: bool = True,
 ) -> dict:
-    """Accuracy and generated tokens per method; writes each method's records if ``out_dir``.
+    """Accuracy (and solved count, ``correct``), generated tokens per problem and wall seconds per
+    method; writes each method's records if ``out_dir``.
 
     sandbox: the executor to run steps with (default: a new ``Sandbox``), e.g. one shared
              across calls, or ``search.expand.NoExecution`` for steps that are not code.
@@ -59,15 +69,18 @@ def evaluate(
     from rstar_jax.search import run_beam, run_chains, run_mcts
     from rstar_jax.search.records import write_records
 
-    unknown = set(cfg.methods) - set(METHODS)
-    if unknown:
-        raise UserError(f"unknown eval methods {sorted(unknown)}; choose from {METHODS}")
-    if scorer is None and {"mcts", "bon", "beam"} & set(cfg.methods):
-        raise UserError("mcts, bon and beam need a reward model (--ppm)")
+    check_methods(cfg, scorer is not None)
     base = cfg.mcts.replace(seed=seed)
     n = max(len(problems), 1)
-    out: dict = {"problems": len(problems), "tokens": {}}
+    out: dict = {"problems": len(problems), "tokens": {}, "seconds": {}, "correct": {}}
     with contextlib.nullcontext(sandbox) if sandbox is not None else Sandbox() as sandbox:
+
+        def score(key, recs, how, top_k=None):
+            out["correct"][key] = sum(is_solved(r, how, top_k) for r in recs)
+            out[key] = out["correct"][key] / n
+
+        def cost(method, st):
+            out["tokens"][method], out["seconds"][method] = st.tokens / n, st.seconds
 
         def save(name, records):
             if out_dir:
@@ -77,13 +90,15 @@ def evaluate(
             recs, st = run_chains(
                 problems, proposer, sandbox, base.replace(temperature=0.0), 1, None, gold=False, progress=progress
             )
-            out["policy_greedy_acc"], out["tokens"]["greedy"] = accuracy(recs, "best"), st.tokens / n
+            score("policy_greedy_acc", recs, "best")
+            cost("greedy", st)
             save("greedy", recs)
         if "mcts" in cfg.methods:
             recs, st = run_mcts(problems, proposer, sandbox, base, scorer, progress=progress)
-            out["mcts_ppm_acc"], out["tokens"]["mcts"] = accuracy(recs, "best", cfg.top_k), st.tokens / n
-            out["mcts_ppm_majority_acc"] = accuracy(recs, "majority", cfg.top_k)
-            out["mcts_ppm_weighted_acc"] = accuracy(recs, "weighted", cfg.top_k)
+            score("mcts_ppm_acc", recs, "best", cfg.top_k)
+            score("mcts_ppm_majority_acc", recs, "majority", cfg.top_k)
+            score("mcts_ppm_weighted_acc", recs, "weighted", cfg.top_k)
+            cost("mcts", st)
             save("mcts", recs)
         if {"bon", "sc"} & set(cfg.methods):
             chains = cfg.n_chains or _matched_chains(out["tokens"], cfg.max_chains)
@@ -99,15 +114,18 @@ def evaluate(
             )
             out["n_chains"] = chains
             if "bon" in cfg.methods:
-                out["bon_orm_acc"], out["tokens"]["bon"] = accuracy(recs, "best"), st.tokens / n
+                score("bon_orm_acc", recs, "best")
+                cost("bon", st)
             if "sc" in cfg.methods:
-                out["sc_acc"], out["tokens"]["sc"] = accuracy(recs, "majority"), st.tokens / n
+                score("sc_acc", recs, "majority")
+                cost("sc", st)
             save("chains", recs)
         if "beam" in cfg.methods:
             recs, st = run_beam(
                 problems, proposer, sandbox, base, cfg.beam_width, scorer, gold=False, progress=progress
             )
-            out["beam_acc"], out["tokens"]["beam"] = accuracy(recs, "best"), st.tokens / n
+            score("beam_acc", recs, "best")
+            cost("beam", st)
             save("beam", recs)
     return out
 
@@ -126,7 +144,7 @@ def evaluate_round(
     from rstar_jax.search.loading import load_policy, load_scorer
 
     proposer = load_policy(policy_dir, cfg.mcts)
-    scorer = load_scorer(ppm_dir) if ppm_dir else None
+    scorer = load_scorer(ppm_dir, policy_dir) if ppm_dir else None
     metrics = evaluate(proposer, scorer, problems, cfg, seed, out_dir)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -44,6 +44,11 @@ def write_report(rows: Sequence[dict], out: str, cfg=None) -> None:
             f"Evaluated on {rows[-1].get('problems')} held-out problems per round; accuracy of the "
             "selected answer. Budgets are generated tokens per problem."
         )
+        if rows[-1].get("skipped_train_problems"):
+            md.append(
+                f"\nTraining problems: {rows[-1].get('train_problems')} with a checkable gold answer; "
+                f"{rows[-1]['skipped_train_problems']} skipped without one."
+            )
     atomic_write_text(os.path.join(out, "report.md"), "\n".join(md) + "\n")
     print("\n".join(md), flush=True)
     plot_rounds(rows, os.path.join(out, "accuracy_by_round.png"))

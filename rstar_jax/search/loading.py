@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rstar_jax.engine import Buckets, Engine
 from rstar_jax.models import load_hf
+from rstar_jax.models.hf_ppm import check_same_tokenizer, load_ppm
 from rstar_jax.models.tokenizer import load_tokenizer
 from rstar_jax.search.config import SearchConfig
 from rstar_jax.search.proposers import PolicyProposer, PPMScorer
@@ -23,11 +24,18 @@ def load_engine(path: str, min_rows: int = 8, memory_gb: float | None = None) ->
     return search_engine(config, params, load_tokenizer(path), min_rows=min_rows, memory_gb=memory_gb)
 
 
-def load_policy(path: str, cfg: SearchConfig) -> PolicyProposer:
-    """The policy in HF folder ``path`` (with its tokenizer) as a step proposer."""
+def load_policy(path: str, cfg: SearchConfig, prompt_prefix: str = "") -> PolicyProposer:
+    """The policy in HF folder ``path`` (with its tokenizer) as a step proposer; ``prompt_prefix``
+    goes before every prompt (a few-shot block, ``rstar_jax.data.fewshot``)."""
     engine = load_engine(path, cfg.min_batch, cfg.memory_gb)
-    return PolicyProposer(engine, max_step_tokens=cfg.max_step_tokens, top_p=cfg.top_p)
+    return PolicyProposer(engine, max_step_tokens=cfg.max_step_tokens, top_p=cfg.top_p, prompt_prefix=prompt_prefix)
 
 
-def load_scorer(ppm: str) -> PPMScorer:
-    return PPMScorer(load_engine(ppm))
+def load_scorer(ppm: str, policy: str | None = None) -> PPMScorer:
+    """The PPM in folder ``ppm`` (any layout of ``models.hf_ppm``; one without a head: UserError) as a
+    scorer; given the ``policy`` folder, a PPM whose tokenizer differs from the policy's is refused."""
+    config, params = load_ppm(ppm)
+    tokenizer = load_tokenizer(ppm)
+    if policy is not None:
+        check_same_tokenizer(load_tokenizer(policy), tokenizer, policy, ppm)
+    return PPMScorer(search_engine(config, params, tokenizer))

@@ -171,5 +171,9 @@ def test_dtype_options_become_overrides():
         "b.dtype=bfloat16",
         "b.tensor_parallel=2",
     ]
-    with pytest.raises(SystemExit):
-        p.parse_args(["--dtype", "float16"])
+    from rstar_jax.config import load_config
+    from rstar_jax.search.config import SearchConfig
+
+    assert load_config(SearchConfig, None, dtype_overrides(args)).dtype == "bfloat16"
+    with pytest.raises(ValueError, match="dtype"):  # checked by the config, not argparse
+        load_config(SearchConfig, None, dtype_overrides(p.parse_args(["--dtype", "float16"])))

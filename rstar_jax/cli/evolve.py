@@ -6,13 +6,17 @@ import dataclasses
 import json
 import os
 
+from rstar_jax.cli.inference import add_dtype_arguments, dtype_overrides
+
 
 def _evolve(args) -> int:
     from rstar_jax.config import load_config
     from rstar_jax.evolve.config import EvolveConfig
     from rstar_jax.evolve.driver import run
 
-    cfg = load_config(EvolveConfig, args.config, args.overrides)
+    # the policies a run loads (each round's search, the evaluation's MCTS) take --dtype/--tensor-parallel
+    placement = dtype_overrides(args, "bootstrap_search.", "policy_search.", "eval.mcts.")
+    cfg = load_config(EvolveConfig, args.config, [*placement, *args.overrides])
     run(cfg, args.out, restart=args.restart)
     print(f"report: {os.path.join(args.out, 'report.md')}")
     return 0
@@ -41,13 +45,13 @@ def _eval(args) -> int:
     methods = args.method or ([] if args.config else ["greedy"])
     methods = list(METHODS[:4]) if "all" in methods else methods
     overrides = [*args.overrides, f"methods=[{','.join(methods)}]"] if methods else list(args.overrides)
-    cfg = load_config(EvalConfig, args.config, overrides)
+    cfg = load_config(EvalConfig, args.config, [*dtype_overrides(args, "mcts."), *overrides])
     check_methods(cfg, bool(args.ppm))
     names = _benchmark_names(args.data)
     # every input is read and checked before anything is written
     sets = {n: select_problems(load_problems(p), args.limit, args.shuffle_seed) for n, p in zip(names, args.data)}
     proposer = load_proposer(args.policy, [p for ps in sets.values() for p in ps], cfg.mcts, few_shot=args.few_shot)
-    scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy) if args.ppm else None
+    scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy, cfg.mcts) if args.ppm else None
     results = evaluate_benchmarks(proposer, scorer, sets, dict(zip(names, args.data)), cfg, args.seed, args.out)
     settings = {
         "policy": args.policy,
@@ -94,6 +98,7 @@ def add_parser(sub) -> None:
         action="store_true",
         help="discard the run already in --out (what evolve wrote there) and start over with these settings",
     )
+    add_dtype_arguments(p)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2 sft.steps=100")
     p.set_defaults(func=_evolve)
 
@@ -122,5 +127,6 @@ def add_parser(sub) -> None:
     e.add_argument("--shuffle-seed", type=int, help="shuffle each file's problems with this seed before --limit")
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--out", help="folder for the report and each benchmark's records and metrics.json")
+    add_dtype_arguments(e)
     e.add_argument("overrides", nargs="*", help="key=value overrides of EvalConfig fields (e.g. mcts.rollouts=4)")
     e.set_defaults(func=_eval)

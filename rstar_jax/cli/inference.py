@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-from rstar_jax.models.config import DTYPES
-
 
 def add_dtype_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
-        choices=("auto", *DTYPES),
+        metavar="{auto,bfloat16,float32}",  # checked by SearchConfig (no model import for --help)
         help="weights and compute dtype of the policy and PPM (default auto: bfloat16 on GPU/TPU, float32 on CPU)",
     )
     p.add_argument(

@@ -7,6 +7,8 @@ import json
 import os
 import time
 
+from rstar_jax.cli.inference import add_dtype_arguments, dtype_overrides
+
 SEARCH_FLAGS = ("rollouts", "candidates", "max_depth", "max_step_tokens", "seed")
 
 
@@ -28,6 +30,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-depth", type=int)
     p.add_argument("--max-step-tokens", type=int)
     p.add_argument("--seed", type=int)
+    add_dtype_arguments(p)
     p.add_argument("overrides", nargs="*", help="key=value overrides of SearchConfig fields")
 
 
@@ -38,7 +41,7 @@ def search_config(args):
     flags = [f"{k}={getattr(args, k)}" for k in SEARCH_FLAGS if getattr(args, k, None) is not None]
     if args.ppm and not any(o.startswith("mode=") for o in args.overrides):
         flags.append("mode=ppm")
-    return load_config(SearchConfig, args.config, [*flags, *args.overrides])
+    return load_config(SearchConfig, args.config, [*flags, *dtype_overrides(args), *args.overrides])
 
 
 def _search(args) -> int:
@@ -56,7 +59,7 @@ def _search(args) -> int:
     cfg = search_config(args)
     problems = load_problems(args.data, limit=args.limit)
     proposer = load_proposer(args.policy, problems, cfg, few_shot=args.few_shot)
-    scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy) if args.ppm else None
+    scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy, cfg) if args.ppm else None
     os.makedirs(args.out, exist_ok=True)
     with Sandbox() as sandbox:
         records, stats = run_mcts(problems, proposer, sandbox, cfg, scorer)
@@ -112,7 +115,7 @@ def _solve(args) -> int:
     cfg = search_config(args).replace(reward="ppm" if args.ppm else "none")
     problem = Problem(id="q0", question=args.question, answer="")
     proposer = load_proposer(args.policy, [problem], cfg, few_shot=args.few_shot)
-    scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy) if args.ppm else None
+    scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy, cfg) if args.ppm else None
     t = time.perf_counter()
     with Sandbox() as sandbox:
         (record,), _ = run_mcts([problem], proposer, sandbox, cfg, scorer, progress=False)

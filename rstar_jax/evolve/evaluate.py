@@ -144,7 +144,7 @@ def evaluate_round(
     from rstar_jax.search.loading import load_policy, load_scorer
 
     proposer = load_policy(policy_dir, cfg.mcts)
-    scorer = load_scorer(ppm_dir, policy_dir) if ppm_dir else None
+    scorer = load_scorer(ppm_dir, policy_dir, cfg.mcts) if ppm_dir else None
     metrics = evaluate(proposer, scorer, problems, cfg, seed, out_dir)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -49,4 +49,4 @@ def round_searchers(
             f"schedule[{rnd.index - 1}]: PPM mode needs round {rnd.index - 1}'s PPM, but that round found no "
             "preference pairs to train one; search this round with search.mode=terminal"
         )
-    return proposer, load_scorer(wd.path(prev, "ppm", "hf"), None if policy == BOOTSTRAP else policy)
+    return proposer, load_scorer(wd.path(prev, "ppm", "hf"), None if policy == BOOTSTRAP else policy, rnd.search)

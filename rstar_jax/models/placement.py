@@ -122,6 +122,8 @@ class Inference:
         """(dtype, mesh) for the model folder ``path`` (its config.json sizes the tensor axis); load
         with any loader that takes ``place=placer(mesh)``, such as a PPM's."""
         dtype = resolve_dtype(self.dtype)
+        if not os.path.isdir(path):
+            raise UserError(f"{path}: model folder does not exist")
         config = ModelConfig.from_json_file(os.path.join(path, "config.json"), dtype=dtype)
         return dtype, inference_mesh(config, self.tensor, memory_gb=self.memory_gb)
 

@@ -50,6 +50,9 @@ class SearchConfig:
                      (rounded up to a power of two): as a batch's problems finish, its shrinking batches keep
                      one compiled program instead of one per size. Worth raising where a decode
                      step costs about the same for few rows as for many (small models, CPUs).
+    dtype:           policy/PPM weights and compute: "auto" = bfloat16 on accelerators, float32 on CPU.
+    tensor_parallel: devices per model copy, splitting its heads (0: the fewest that hold the weights);
+                     the other devices split the rows (models/placement.py).
     """
 
     rollouts: int = 8
@@ -71,6 +74,8 @@ class SearchConfig:
     min_batch: int = 8
     max_nodes: int = 4096
     memory_gb: float | None = None
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    tensor_parallel: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -91,6 +96,8 @@ class SearchConfig:
             raise ValueError("reward='ppm' needs mode='ppm' (a reward model)")
         if self.memory_gb is not None and not self.memory_gb > 0:
             raise ValueError(f"memory_gb must be > 0, got {self.memory_gb}")
+        if self.tensor_parallel < 0:
+            raise ValueError(f"tensor_parallel must be >= 0, got {self.tensor_parallel}")
 
     def replace(self, **kw) -> "SearchConfig":
         return dataclasses.replace(self, **kw)

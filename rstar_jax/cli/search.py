@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 
 from rstar_jax.cli.inference import add_dtype_arguments, dtype_overrides
+from rstar_jax.distributed import add_cluster_arguments
 
 SEARCH_FLAGS = ("rollouts", "candidates", "max_depth", "max_step_tokens", "seed")
 
@@ -46,37 +48,95 @@ def search_config(args):
 
 def _search(args) -> int:
     from rstar_jax.data.problems import load_problems
+    from rstar_jax.distributed import barrier, cluster_from_args, initialize
     from rstar_jax.errors import UserError
     from rstar_jax.evolve.loading import BOOTSTRAP, load_proposer
+    from rstar_jax.io import atomic_write_json
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.answers import accuracy, solved_any
     from rstar_jax.search.loading import load_scorer
     from rstar_jax.search.mcts import run_mcts
     from rstar_jax.search.records import write_records
+    from rstar_jax.search.sharded import gather, merged_stats, search_shards
 
     if not args.policy:
         raise UserError("search: give --policy (an HF folder, or 'bootstrap')")
+    if args.shards is not None and args.shards < 1:
+        raise UserError(f"--shards must be >= 1, got {args.shards}")
+    cluster = initialize(cluster_from_args(args))
     cfg = search_config(args)
     problems = load_problems(args.data, limit=args.limit)
+    shards = args.shards or cluster.num_processes
+    progress = os.path.join(args.out, ".progress")
+    settings = _progress_settings(args, cfg, shards)
     proposer = load_proposer(args.policy, problems, cfg, few_shot=args.few_shot)
     scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy, cfg) if args.ppm else None
-    os.makedirs(args.out, exist_ok=True)
+    if cluster.is_main:
+        _open_progress(progress, settings)
+    barrier("search/start", cluster)
     with Sandbox() as sandbox:
-        records, stats = run_mcts(problems, proposer, sandbox, cfg, scorer)
-    write_records(os.path.join(args.out, "trees.jsonl"), records)
-    how = "best" if cfg.mode == "ppm" else "majority"
-    summary = {
-        "problems": len(records),
-        "accuracy": accuracy(records, how),
-        "solved_any": solved_any(records),
-        "selection": how,
-        **stats.as_dict(),
-        "config": cfg.__dict__,
-    }
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print(json.dumps({k: summary[k] for k in ("problems", "accuracy", "solved_any", "tokens", "nodes_per_s")}))
+        search_shards(
+            problems,
+            lambda batch: run_mcts(batch, proposer, sandbox, cfg, scorer, progress=cluster.is_main),
+            progress,
+            cluster,
+            shards,
+            cfg.batch_size,
+        )
+    barrier("search/searched", cluster)
+    if cluster.is_main:  # every process's shards are on disk: one process merges them
+        records, stats = gather(problems, progress), merged_stats(progress, cluster)
+        write_records(os.path.join(args.out, "trees.jsonl"), records)
+        how = "best" if cfg.mode == "ppm" else "majority"
+        summary = {
+            **stats.as_dict(),  # this invocation's work (a resumed search: what was left)
+            "searched": stats.problems,
+            "problems": len(records),
+            "accuracy": accuracy(records, how),
+            "solved_any": solved_any(records),
+            "selection": how,
+            "processes": cluster.num_processes,
+            "shards": shards,
+            "config": cfg.__dict__,
+        }
+        atomic_write_json(os.path.join(args.out, "summary.json"), summary)
+        shutil.rmtree(progress)
+        print(json.dumps({k: summary[k] for k in ("problems", "accuracy", "solved_any", "tokens", "nodes_per_s")}))
+    barrier("search/written", cluster)
     return 0
+
+
+def _progress_settings(args, cfg, shards: int) -> dict:
+    """What a search's records depend on: progress left by another search is never reused."""
+    from rstar_jax.runs import file_sha256
+
+    return {
+        "data": file_sha256(args.data),
+        "limit": args.limit,
+        "policy": args.policy,
+        "ppm": args.ppm,
+        "few_shot": args.few_shot,
+        "shards": shards,
+        "config": json.loads(json.dumps(cfg.__dict__)),
+    }
+
+
+def _open_progress(folder: str, settings: dict) -> None:
+    """Resume the unfinished search in ``folder`` if it had these settings; refuse one that had others."""
+    from rstar_jax.errors import UserError
+    from rstar_jax.io import atomic_write_json
+
+    path = os.path.join(folder, "settings.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            if json.load(f) != settings:
+                raise UserError(
+                    f"{folder} holds an unfinished search with other settings or data; remove it to start over, "
+                    "or use another --out"
+                )
+        return
+    os.makedirs(folder, exist_ok=True)
+    atomic_write_json(path, settings)
 
 
 def run_models(run: str) -> tuple[str, str]:
@@ -141,6 +201,13 @@ def add_parser(sub) -> None:
     p.add_argument("--data", required=True, help="problem file (jsonl/json)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--limit", type=int, help="only the first N problems")
+    p.add_argument(
+        "--shards",
+        type=int,
+        help="hash shards of the problems (default: one per process); shard s runs on process s mod N, and "
+        "for a fixed count the trees are the same for any number of processes",
+    )
+    add_cluster_arguments(p)
     p.set_defaults(func=_search)
 
     s = sub.add_parser(

@@ -54,9 +54,10 @@ def inference_mesh(
     devices: Sequence[Any] | None = None,
     memory_gb: float | None = None,
 ) -> Mesh:
-    """A (data, 1, tensor) mesh over ``devices`` (default: all): ``tensor`` devices split each
-    layer's heads, the rest split the rows. ``tensor=None`` picks the fewest that hold the weights."""
-    devices = list(devices if devices is not None else jax.devices())
+    """A (data, 1, tensor) mesh over ``devices`` (default: this process's own; each process of a
+    multi-process search runs its own shard): ``tensor`` devices split each layer's heads, the rest
+    split the rows. ``tensor=None`` picks the fewest that hold the weights."""
+    devices = list(devices if devices is not None else jax.local_devices())
     if tensor is None:
         tensor = tensor_size(config, len(devices), memory_budget(memory_gb, agree=False)[0])
     if len(devices) % tensor or config.num_kv_heads % tensor:

@@ -244,3 +244,71 @@ def test_engine_backed_search_and_baselines(problems, sandbox, tiny_engine_pair)
     beams, _ = run_beam(probs, proposer, sandbox, cfg, 2, scorer, progress=False)
     for r in chains + beams:
         check_record(r, "chains")
+
+
+@pytest.fixture(scope="module")
+def step_policy(problems):
+    """A tiny random policy tilted to end a step after a few tokens: trees of depth 4 to hold KV in."""
+    import jax
+
+    from rstar_jax.domain.tokenizer import train_domain_tokenizer
+    from rstar_jax.engine import Buckets, Engine
+    from rstar_jax.models import ModelConfig, init_params
+    from rstar_jax.steps import END_OF_STEP, build_prompt
+
+    tok = train_domain_tokenizer(
+        [build_prompt(p.question) + "".join(reference_solution(p)) for p in problems], vocab_size=300
+    )
+    config = ModelConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    params = init_params(config, jax.random.key(0))
+    # a constant hidden feature, read by the step marker's logit only: a marker every ~4 tokens
+    params["embed"]["embedding"] = params["embed"]["embedding"].at[:, 0].set(3.0)
+    marker = tok.convert_tokens_to_ids(END_OF_STEP)
+    params["lm_head"]["kernel"] = params["lm_head"]["kernel"].at[0, marker].set(0.6)
+    return Engine(config, params, tok, buckets=Buckets.coarse(min_rows=8, min_length=32))  # few programs
+
+
+def test_paged_kv_search_writes_the_same_trees_and_releases_every_page(problems, step_policy):
+    """The paged tree-owned KV against path copies: the same prefix KV bit for bit, so the same
+    trees; under a budget too small for one iteration's pages, nodes are evicted and re-prefilled,
+    which may flip a sampled token (another float order), measured and bounded here."""
+    from rstar_jax.search.expand import NoExecution
+    from rstar_jax.search.proposers import PolicyProposer
+    from rstar_jax.steps import build_prompt
+
+    probs = problems[:3]
+    cfg = SearchConfig(rollouts=2, candidates=3, max_step_tokens=12, max_depth=4, error_threshold=1)
+
+    def search(proposer):
+        recs, st = run_mcts(probs, proposer, NoExecution(), cfg, progress=False)
+        return [[(n.parent, n.text, n.visits) for n in r.nodes] for r in recs], st
+
+    paged = PolicyProposer(step_policy, max_step_tokens=12, page_size=4)
+    trees, st = search(paged)
+    ref, st_ref = search(PolicyProposer(step_policy, max_step_tokens=12, paged=False))
+    assert trees == ref and min(map(len, trees)) > 10
+    # every node's KV is reused: past the roots' prompts, an expansion prefills its step's last token
+    # (a candidate's KV stops before it) and what re-tokenizing the decoded text changes (random bytes here)
+    roots = sum(len(step_policy.encode(build_prompt(p.question))) for p in probs)
+    assert st.prefill_tokens == st_ref.prefill_tokens and st.prefill_tokens - roots < st.tokens
+    assert st.pages_evicted == 0 and 0 < st.kv_bytes_held < st_ref.kv_bytes_held  # pages shared, not copied
+    assert paged.kv.pool.peak_in_use > 0 and paged.kv.pool.in_use == 0  # every page released
+    # a budget of 3/4 of the pages it held at most: least recently used nodes are evicted and re-prefilled
+    budget_mb = 0.75 * paged.kv.pool.peak_in_use * paged.kv.pool.page_bytes / 2**20
+    small = PolicyProposer(step_policy, max_step_tokens=12, page_size=4, prefix_cache_mb=budget_mb)
+    evicted, st_small = search(small)
+    assert st_small.pages_evicted > 0 and st_small.prefill_tokens > st.prefill_tokens
+    assert small.kv.pool.in_use == 0
+    same = sum(a == b for t, u in zip(evicted, trees) for a, b in zip(t, u))
+    print(f"re-prefilled search: {same} of {sum(map(len, trees))} nodes as with every KV kept")
+    assert same >= 0.8 * sum(map(len, trees))

@@ -16,10 +16,12 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from rstar_jax.engine import decode
 from rstar_jax.engine.buckets import Buckets, row_bytes, rows_that_fit
 from rstar_jax.engine.codec import Codec
+from rstar_jax.engine.pages import PagePool, write_prompts, write_rows
 from rstar_jax.engine.sampling import SamplingMode
 from rstar_jax.engine.scoring import left_pad, score_sequences
 from rstar_jax.engine.stops import cut_at_stop, first_stop, rows_with_stop
@@ -27,6 +29,7 @@ from rstar_jax.engine.types import Completion, GenerateStats, Prefix
 from rstar_jax.errors import UserError
 from rstar_jax.memory import GB, memory_budget
 from rstar_jax.models import ModelConfig
+from rstar_jax.models.sharding import shard_rows
 from rstar_jax.sequences import common_prefix
 
 Prompt = str | Sequence[int]
@@ -45,6 +48,8 @@ class Engine:
               the rows when they fit (default off: every row waits for the batch's longest). Pays
               where a decode step costs in proportion to its rows (large batches); below that,
               on these CPUs ~64 rows, the extra programs and harvests cost more than they save.
+    mesh:     a ``models.placement.inference_mesh`` the params are placed on: each device batch's rows
+              are split over its ``data`` axis (and the weights over ``tensor``); None: one device.
     """
 
     def __init__(
@@ -60,15 +65,18 @@ class Engine:
         share_prefill: bool = True,
         compact: bool = False,
         memory_gb: float | None = None,
+        mesh: Mesh | None = None,
     ):
-        self.config, self.params = config, params
+        self.config, self.params, self.mesh = config, params, mesh
         # the jitted functions take the config as a static argument: token ids play no part there
         self._jit_config = config.replace(bos_token_id=None, eos_token_id=None, pad_token_id=None)
         self.codec = Codec(tokenizer) if tokenizer is not None else None
         self.chunk, self.max_rows, self.share_prefill, self.compact = chunk, max_rows, share_prefill, compact
         self.max_len = max_len or config.max_position_embeddings
         budget, source = memory_budget(memory_gb, agree=False)  # no collective: batches are per process
-        fit = rows_that_fit(config, self.max_len, budget)
+        # a device holds 1/tensor of the weights and of each row's KV heads, and 1/data of the rows
+        data, tensor = (mesh.shape["data"] * mesh.shape["fsdp"], mesh.shape["tensor"]) if mesh else (1, 1)
+        fit = rows_that_fit(config, self.max_len, budget * tensor) * data
         if fit < 1:
             raise UserError(
                 f"the model ({config.num_params() * jnp.dtype(config.dtype).itemsize / GB:.2f} GB) and one decode "
@@ -106,6 +114,7 @@ class Engine:
         prefixes: Sequence[Prefix | None] | None = None,
         return_prefix: bool = False,
         chunk: int | None = None,
+        pages: PagePool | None = None,
     ) -> tuple[list[list[Completion]], GenerateStats]:
         """``n`` completions per prompt (strings or token-id lists), and the call's counters.
 
@@ -114,6 +123,10 @@ class Engine:
         prefixes: per prompt, a Prefix whose tokens start the prompt (or None); the longest
               common token prefix is reused and only the rest is prefilled.
         return_prefix: attach to each completion the KV of prompt + completion[:-1].
+        pages: a PagePool holding the prefixes (``PagedPrefix``; the caller keeps their references)
+              and receiving the returned ones: a completion's prefix then shares its prompt's pages
+              (written once per prompt) and adds pages for its own tokens only, instead of a copy
+              of the whole path per completion. The pool needs ``pages.pages_needed`` free pages.
         """
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -161,6 +174,7 @@ class Engine:
             sampling=(temperature, top_p, top_k),
             return_prefix=return_prefix,
             chunk=self.chunk if chunk is None else chunk,
+            pages=pages,
         )
         done: dict[tuple[int, int], Completion] = {}
         for entries, m in self._groups(len(ids), n):
@@ -203,6 +217,7 @@ class Engine:
         sampling,
         return_prefix,
         chunk,
+        pages,
     ) -> dict[tuple[int, int], Completion]:
         """Completions {(prompt, sample): ...} of one device batch (its counters added to ``stats``):
         row e * m + j is sample ``entries[e][1][j]`` of prompt ``entries[e][0]``. One function because
@@ -218,7 +233,7 @@ class Engine:
         budget = [min(max_new, self.max_len - len(p)) for p in ids]
         new_cap = self.buckets.tokens(max(budget), "max_new_tokens")
         tokens, mask = left_pad(suffixes, bp, t)
-        prefix_k, prefix_v = self._stack_prefixes([all_prefixes[i] for i, _ in entries], keeps, bp)
+        prefix_k, prefix_v = self._stack_prefixes([all_prefixes[i] for i, _ in entries], keeps, bp, pages)
 
         def per_row(values, dtype):  # [R], zero for batch-padding rows
             out = np.zeros(r, dtype)
@@ -239,6 +254,8 @@ class Engine:
                 n=new_cap,
             )
         )
+        if self.mesh is not None:  # rows over the data axis; the jitted programs follow their inputs
+            tokens, mask, uniforms = shard_rows(self.mesh, tokens, mask, uniforms)
         state = decode.prefill(
             self._jit_config,
             self.params,
@@ -255,6 +272,11 @@ class Engine:
             new_cap=new_cap,
             own_cap=self._own_slots(chunk, new_cap),
         )
+        paths = None  # (pool, {prompt: its KV in pages}), shared by its rows' prefixes, released at the end
+        if pages is not None and return_prefix:
+            used = [all_prefixes[i] for i, _ in entries]
+            written = write_prompts(pages, state.cache.shared, ids, used, keeps, self.buckets)
+            paths = (pages, {i: path for (i, _), path in zip(entries, written)})
         owner = np.full(r, -1)  # per decode row, the index into ``rows`` of the sample it draws (-1: padding)
         owner[[row for _, row in rows]] = np.arange(len(rows))
 
@@ -279,12 +301,14 @@ class Engine:
                 state = state.replace(done=jnp.asarray(done))
             cut = self._compaction(done, state.cache.shared.mask.shape[0]) if self.compact and not done.all() else None
             if cut is not None:  # finished rows are harvested and leave; the rest decode on, fewer
-                out.update(self._harvest(state, picks(np.flatnonzero(done)), stop, return_prefix, stats))
+                out.update(self._harvest(state, picks(np.flatnonzero(done)), stop, return_prefix, stats, paths))
                 state = decode.compact(state, *cut)
                 owner = np.where(done[cut[1]], -1, owner[cut[1]])
                 done = np.asarray(state.done)
                 stats.compactions += 1
-        out.update(self._harvest(state, picks(range(len(owner))), stop, return_prefix, stats))
+        out.update(self._harvest(state, picks(range(len(owner))), stop, return_prefix, stats, paths))
+        for path in paths[1].values() if paths else ():
+            pages.release(path)
         st = stats
         st.rows += len(rows)
         st.prefill_tokens += sum(map(len, suffixes))
@@ -309,19 +333,25 @@ class Engine:
         rows = prompts[:, None] * d.shape[1] + np.argsort(d[prompts], axis=1, kind="stable")[:, :n]
         return prompts.astype(np.int32), rows.reshape(-1).astype(np.int32)
 
-    def _harvest(self, state, picks, stop, return_prefix, stats: GenerateStats) -> dict[tuple[int, int], Completion]:
-        """Completions {(prompt, sample): ...} of ``picks`` [(row in state, prompt ids, (prompt, sample))]."""
+    def _harvest(
+        self, state, picks, stop, return_prefix, stats: GenerateStats, paths=None
+    ) -> dict[tuple[int, int], Completion]:
+        """Completions {(prompt, sample): ...} of ``picks`` [(row in state, prompt ids, (prompt, sample))];
+        paths: (pool, {prompt: its PagedPrefix}) when the prefixes go to a page pool."""
         if not picks:
             return {}
         rows = [row for row, _, _ in picks]
         toks, lps, num = jax.device_get((state.tokens, state.logprobs, state.num))
         finished = [self._finish(toks[row, : num[row]], lps[row, : num[row]], stop) for row in rows]
         stats.new_tokens += sum(len(f[0]) for f in finished)
-        prefs = (
-            self._kv_prefixes(state.cache, rows, [p for _, p, _ in picks], finished)
-            if return_prefix
-            else [None] * len(rows)
-        )
+        if not return_prefix:
+            prefs = [None] * len(rows)
+        elif paths is None:
+            prefs = self._kv_prefixes(state.cache, rows, [p for _, p, _ in picks], finished)
+        else:
+            pool, by_prompt = paths
+            seqs = [tuple(p) + tuple(f[0][:-1]) for (_, p, _), f in zip(picks, finished)]
+            prefs = write_rows(pool, state.cache, rows, [by_prompt[i] for _, _, (i, _) in picks], seqs, self.buckets)
         return {
             key: Completion(text, tuple(tk), reason, lp, pf)
             for (_, _, key), (tk, text, reason, lp), pf in zip(picks, finished, prefs)
@@ -335,11 +365,14 @@ class Engine:
             return new_cap
         return min(new_cap, max(16, 1 << (tokens - 1).bit_length()))
 
-    def _stack_prefixes(self, prefixes, keeps, bp):
-        """[Bp, L, Hkv, Dh, P] / [Bp, L, Hkv, P, Dh] from the used prefixes (None if none is used)."""
+    def _stack_prefixes(self, prefixes, keeps, bp, pages=None):
+        """[Bp, L, Hkv, Dh, P] / [Bp, L, Hkv, P, Dh] from the used prefixes (None if none is used),
+        gathered from their pages when they live in ``pages``."""
         if not any(keeps):
             return None, None
         p = self.buckets.tokens(max(keeps), "prefix length")
+        if pages is not None:
+            return pages.gather(prefixes, keeps, bp, p)
         c = self.config
         zk = jnp.zeros((c.num_layers, c.num_kv_heads, c.head_dim, p), jnp.dtype(c.dtype))
         zv = jnp.zeros((c.num_layers, c.num_kv_heads, p, c.head_dim), jnp.dtype(c.dtype))

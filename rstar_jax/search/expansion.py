@@ -42,6 +42,8 @@ class SearchStats:
     prefill_tokens: int = 0  # prompt tokens the proposer ran through the model
     prefill_saved: int = 0  # prompt tokens it did not run: shared across samples or reused from a node's KV
     decode_slots: int = 0  # row-steps its decode loops ran (see engine.GenerateStats)
+    kv_bytes_held: int = 0  # most device bytes of node KV the proposer held after a step
+    pages_evicted: int = 0  # KV pages freed to make room (those nodes re-prefill their paths)
     seconds: float = 0.0
     propose_seconds: float = 0.0
     sandbox_seconds: float = 0.0
@@ -49,7 +51,8 @@ class SearchStats:
 
     def add(self, other: "SearchStats") -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            combine = max if f.name == "kv_bytes_held" else (lambda a, b: a + b)
+            setattr(self, f.name, combine(getattr(self, f.name), getattr(other, f.name)))
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -157,6 +160,8 @@ def propose_and_expand(
     stats.prefill_tokens += proposal.prefill_tokens
     stats.prefill_saved += proposal.shared_saved + proposal.prefix_reused
     stats.decode_slots += proposal.decode_slots
+    stats.kv_bytes_held = max(stats.kv_bytes_held, proposal.kv_bytes)
+    stats.pages_evicted += proposal.pages_evicted
     stats.tokens += sum(c.num_tokens for cs in proposal.candidates for c in cs)
     golds = [problems[b].answer if gold else None for b, _, _ in frontier]
     kids = expand(paths, proposal.candidates, golds, _Timed(executor, stats), cfg.error_threshold)
@@ -169,6 +174,16 @@ def propose_and_expand(
         stats.score_seconds += time.perf_counter() - t2
     stats.nodes_expanded += len(frontier)
     return kids
+
+
+def release_kv(proposer: Proposer, problem_id: str, steps: Sequence[str] | None = None, sample_id: int = 0) -> None:
+    """Tell a proposer that keeps node KV (``PolicyProposer``) that the node at ``steps`` (None:
+    every node of the problem) will not be expanded; other proposers keep none."""
+    if steps is None:
+        if hasattr(proposer, "release_problem"):
+            proposer.release_problem(problem_id)
+    elif hasattr(proposer, "release"):
+        proposer.release(problem_id, sample_id, steps)
 
 
 def search_meta(cfg: SearchConfig, method: str) -> dict:

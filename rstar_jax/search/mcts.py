@@ -20,7 +20,15 @@ from rstar_jax.data.problems import Problem
 from rstar_jax.errors import UserError
 from rstar_jax.search import tree as tree_lib
 from rstar_jax.search.config import SearchConfig
-from rstar_jax.search.expansion import Forest, SearchStats, answer_value, make_record, propose_and_expand, search_meta
+from rstar_jax.search.expansion import (
+    Forest,
+    SearchStats,
+    answer_value,
+    make_record,
+    propose_and_expand,
+    release_kv,
+    search_meta,
+)
 from rstar_jax.search.records import TreeRecord
 from rstar_jax.search.types import Executor, NodeInfo, Proposer, Scorer
 
@@ -85,8 +93,12 @@ def _search_batch(
     stats, forest, rollouts = SearchStats(problems=b), Forest(b), _Rollouts(cfg, b, progress)
     tree = tree_lib.init_tree(b, cfg.tree_capacity(), k)
     start = time.perf_counter()
+    released = np.zeros(b, bool)  # trees whose node KV the proposer has dropped
     for _ in range(cfg.max_iterations()):
         active = rollouts.active(np.asarray(tree.terminal[:, 0]))
+        for i in np.flatnonzero(~active & ~released):
+            release_kv(proposer, problems[i].id)
+        released |= ~active
         if not active.any():
             break
         leaves = np.array(tree_lib.select(tree, spec, num_leaves))  # a writable copy
@@ -108,12 +120,15 @@ def _search_batch(
         )
         tree, ids = tree_lib.insert(tree, leaves, *_child_arrays(slots, kids, leaves.shape, k), spec)
         failed, answers, values = _register(forest, leaves, slots, kids, np.asarray(ids), cfg, rollouts)
+        _release_terminal(proposer, problems, forest, slots, kids, np.asarray(ids))
         stats.nodes_created += int((np.asarray(ids) >= 0).sum())
         tree = tree_lib.mark_invalid(tree, failed)
         tree = tree_lib.backup(tree, answers, values)
         rollouts.extend_unsolved(forest)
         stats.iterations += 1
     rollouts.bar.close()
+    for i in np.flatnonzero(~released):
+        release_kv(proposer, problems[i].id)
     stats.seconds = time.perf_counter() - start
     host = jax.device_get(tree)
     meta = search_meta(cfg, "mcts")
@@ -145,6 +160,14 @@ def _child_arrays(slots, kids, shape, k) -> tuple[np.ndarray, np.ndarray, np.nda
             mask[i, j, c], terminal[i, j, c] = True, kid.terminal
             prior[i, j, c] = kid.score if kid.score is not None else 0.0
     return prior, terminal, np.zeros_like(prior), mask
+
+
+def _release_terminal(proposer, problems, forest, slots, kids, ids) -> None:
+    """Drop the proposer's KV of the new children that can never be selected (answers, dead ends)."""
+    for (i, j), ks in zip(slots, kids):
+        for c, kid in enumerate(ks[: ids.shape[-1]]):
+            if kid.terminal and ids[i, j, c] >= 0:
+                release_kv(proposer, problems[i].id, [n.text for n in forest.path(i, int(ids[i, j, c]))])
 
 
 def _register(forest, leaves, slots, kids, ids, cfg, rollouts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,10 +3,9 @@ PPM as a ``Scorer``.
 
 The policy proposes k sampled next steps per leaf, one engine call per batch.
 
-Each candidate's KV (prompt + step) is kept in a byte-bounded LRU cache keyed by
-its parent's path and its text; when the search later expands that child, only
-the text appended since (the last step token, an ``<output>`` block) is
-prefilled instead of the whole path (the tree owns its cache).
+Each candidate's KV (prompt + step) is kept (``node_kv.NodeKV``, in pages by default);
+when the search later expands that child, only the text appended since (the last step
+token, an ``<output>`` block) is prefilled instead of the whole path (the tree owns its cache).
 """
 
 from __future__ import annotations
@@ -16,9 +15,11 @@ from typing import Sequence
 
 import numpy as np
 
-from rstar_jax.engine import Engine, Prefix
-from rstar_jax.lru import LRU
+from rstar_jax.engine import Engine
+from rstar_jax.engine.pages import PagePool, page_bytes, pages_needed
+from rstar_jax.search.node_kv import NodeKV
 from rstar_jax.search.types import Proposal, ProposalRequest, StepCandidate
+from rstar_jax.sequences import common_prefix
 from rstar_jax.steps import STEP_STOPS, build_prompt
 
 
@@ -34,10 +35,16 @@ def request_seed(seed: int, request: ProposalRequest) -> int:
 class PolicyProposer:
     """Proposer protocol over an ``Engine`` (stop at any step marker, ``max_step_tokens`` per step).
 
-    prefix_cache_mb: byte budget of the per-node prefix-KV cache (0 disables it).
+    prefix_cache_mb: byte budget of the per-node KV the proposer keeps (0 disables it).
+    paged: keep that KV in pages (``engine.pages``: a node's KV written once, shared by its
+           descendants) rather than one copy of the whole path per candidate.
+    page_size: token slots per page.
     chunk: the engine's decode chunk. 0 (one ``while_loop`` per step) suits steps: they are
            short, and step markers are single tokens stopped on the device, so host checks
            between chunks would only add programs to compile.
+    prompt_prefix: text put before every prompt (a few-shot block for a model not trained on the format).
+
+    ``release`` and ``release_problem`` let the search drop the KV of nodes it will never expand.
     """
 
     def __init__(
@@ -49,18 +56,32 @@ class PolicyProposer:
         top_k: int = 0,
         prefix_cache_mb: float = 512.0,
         chunk: int = 0,
+        prompt_prefix: str = "",
+        paged: bool = True,
+        page_size: int = 16,
     ):
         self.engine, self.max_step_tokens, self.chunk = engine, max_step_tokens, chunk
+        self.prompt_prefix = prompt_prefix
         self.top_p, self.top_k = top_p, top_k
         self.cache_bytes = int(prefix_cache_mb * 2**20)
-        # (problem id, sample id, parent path) -> {candidate text: Prefix}; the sample id keeps the
-        # chains of one problem (all at the same root) from overwriting each other's entries
-        self._cache = LRU(self.cache_bytes, size=lambda entry: sum(p.nbytes for p in entry.values()))
+        pages = self.cache_bytes // page_bytes(engine.config, page_size)
+        pool = PagePool(engine.config, page_size, pages) if paged and pages > 0 else None
+        self.kv = NodeKV(self.cache_bytes, pool)
 
     def propose(self, requests: Sequence[ProposalRequest], k: int, *, temperature: float, seed: int) -> Proposal:
         if not requests:
             return Proposal([])
-        prompts = [build_prompt(r.question) + "".join(r.steps) for r in requests]
+        prompts = [
+            self.engine.encode(self.prompt_prefix + build_prompt(r.question) + "".join(r.steps)) for r in requests
+        ]
+        taken = [self._take(r) for r in requests]
+        keep = self.cache_bytes > 0
+        evicted = self.kv.evicted_pages
+        if self.kv.pool is not None:  # room for this call's pages, else its children re-prefill later
+            kept = [min(common_prefix([t.tokens, p]), len(p) - 1) if t else 0 for t, p in zip(taken, prompts)]
+            keep = self.kv.make_room(
+                pages_needed(list(map(len, prompts)), kept, k, self.max_step_tokens, self.kv.pool.page)
+            )
         comps, stats = self.engine.generate(
             prompts,
             n=k,
@@ -70,14 +91,21 @@ class PolicyProposer:
             top_k=self.top_k,
             stop=STEP_STOPS,
             seed=[request_seed(seed, r) for r in requests],
-            prefixes=[self._take(r) for r in requests],
-            return_prefix=self.cache_bytes > 0,
+            prefixes=taken,
+            return_prefix=keep,
             chunk=self.chunk,
+            pages=self.kv.pool,
         )
+        for kv in taken:  # a node is expanded once: its KV lives on in its children's
+            self.kv.release(kv)
         out = []
         for r, cs in zip(requests, comps):
-            if self.cache_bytes > 0:
-                self._cache.put((r.problem_id, r.sample_id, r.steps), {c.text: c.prefix for c in cs})
+            if keep:
+                entry: dict = {}
+                for c in cs:  # duplicate texts keep one KV
+                    self.kv.release(entry.get(c.text))
+                    entry[c.text] = c.prefix
+                self.kv.put((r.problem_id, r.sample_id, r.steps), entry)
             out.append(
                 [
                     StepCandidate(
@@ -95,22 +123,21 @@ class PolicyProposer:
             shared_saved=stats.shared_prefill_saved,
             prefix_reused=stats.prefix_reused,
             decode_slots=stats.decode_slots,
+            kv_bytes=self.kv.nbytes,
+            pages_evicted=self.kv.evicted_pages - evicted,
         )
 
-    def _take(self, r: ProposalRequest) -> Prefix | None:
-        """Pop the cached KV of the candidate this leaf was made from (its step may have grown
-        an ``<output>`` block since, so match the longest candidate text it starts with)."""
-        if not r.steps:
-            return None
-        key = (r.problem_id, r.sample_id, r.steps[:-1])
-        entry = self._cache.pop(key)
-        if not entry:
-            return None
-        texts = [t for t in entry if r.steps[-1].startswith(t)]
-        prefix = entry.pop(max(texts, key=len)) if texts else None  # a node is expanded once
-        if entry:
-            self._cache.put(key, entry)
-        return prefix
+    def _take(self, r: ProposalRequest):
+        """The KV of the candidate this leaf was made from, or None."""
+        return self.kv.take((r.problem_id, r.sample_id, r.steps[:-1]), r.steps[-1]) if r.steps else None
+
+    def release(self, problem_id: str, sample_id: int, steps: Sequence[str]) -> None:
+        """Drop the KV of the node at path ``steps`` (terminal: it will not be expanded)."""
+        self.kv.release(self.kv.take((problem_id, sample_id, tuple(steps[:-1])), steps[-1]))
+
+    def release_problem(self, problem_id: str) -> None:
+        """Drop the KV of every node of ``problem_id`` (its search is over)."""
+        self.kv.drop(lambda k: k[0] == problem_id)
 
 
 class PPMScorer:

@@ -55,6 +55,8 @@ class Proposal:
     shared_saved:   prompt tokens not run because the k samples of a request share its prefill.
     prefix_reused:  prompt tokens not run because a node's KV was reused.
     decode_slots:   row-steps the decode loops ran (``engine.GenerateStats.decode_slots``).
+    kv_bytes:       device bytes of node KV the proposer holds after the call.
+    pages_evicted:  KV pages it freed during the call to make room (their nodes re-prefill).
     """
 
     candidates: list[list[StepCandidate]]
@@ -62,6 +64,8 @@ class Proposal:
     shared_saved: int = 0
     prefix_reused: int = 0
     decode_slots: int = 0
+    kv_bytes: int = 0
+    pages_evicted: int = 0
 
 
 class Proposer(Protocol):

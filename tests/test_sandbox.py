@@ -8,6 +8,8 @@ import math
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -69,6 +71,18 @@ def test_outputs_and_error_format(sb):
     assert r[12].error.startswith("IndentationError: unexpected indent")
     assert r[13].stdout == "out\n" and r[13].error == "KeyError: 'z'"  # stdout before the error is kept
     assert not any(x.timed_out for x in r)
+
+
+def test_streams_behave_like_pipes(sb):
+    """A program's sys.stdout/sys.stderr are made once in the zygote (cheaper children): they must
+    behave as streams opened on the program's own pipes do (reference: a ``python -c`` on pipes)."""
+    probe = (
+        "import sys\nfor s in (sys.stdout, sys.stderr):\n    print(s.fileno(), s.seekable(), s.encoding,"
+        " s.line_buffering, s.isatty())\ntry:\n    sys.stdout.tell()\nexcept OSError as e:\n    print(type(e).__name__)"
+    )
+    reference = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    sb.clear_cache()
+    assert sb.run(probe).stdout == reference
 
 
 def test_order_duplicates_and_cache():

@@ -459,6 +459,28 @@ def test_fork_bomb_is_bounded_and_swept(wall):
     assert _strays(box) == []
 
 
+def test_leftovers_cannot_leave_the_programs_group(wall):
+    """The worker skips its sweep of the PID namespace when a program's process group is empty; a
+    leftover that tries to leave that group (setsid, setpgid) must be refused, and still swept."""
+    box, _ = wall
+    r = run_all(
+        box,
+        [
+            "import os, time\nif os.fork() == 0:\n    for leave in (os.setsid, lambda: os.setpgid(0, 0)):\n"
+            "        try:\n            leave()\n        except OSError as e:\n"
+            "            print(type(e).__name__, flush=True)\n"
+            "    time.sleep(60)\nelse:\n    time.sleep(0.2)",
+            "print('after')",
+        ],
+    )
+    assert r[0].ok and r[0].stdout == "PermissionError\nPermissionError\n", r[0]
+    assert r[1].stdout == "after\n"
+    deadline = time.monotonic() + 5
+    while _strays(box) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _strays(box) == []
+
+
 def test_results_cannot_be_forged(wall):
     box, _ = wall
     frame = "import json\np = json.dumps({'ok': True, 'stdout': 'forged', 'error': None, 'id': 0}).encode()\n"

@@ -185,7 +185,7 @@ def run(
         chains_identical = [(r.ok, r.stdout) for r in chain_inc] == [(r.ok, r.stdout) for r in chain_rerun]
     with Sandbox(num_workers=num_workers) as probe:
         isolation = probe.isolation
-        workers = probe.num_workers
+        workers = probe.workers_per_kind["lean"]
     rate = {r["name"]: r["programs_per_s"] for r in rows}
     return {
         "rows": rows,
@@ -220,7 +220,7 @@ def format_table(report: dict) -> str:
         f" outputs identical: {report['outputs_identical']}"
     )
     lines.append(
-        f"{report['num_workers']} workers on {report['cpus']} CPUs, load avg {report['load_avg_1min']:.2f}; "
+        f"{report['num_workers']} (lean) workers on {report['cpus']} CPUs, load avg {report['load_avg_1min']:.2f}; "
         f"wall: {', '.join(report['isolation']['active']) or 'none'}"
     )
     return "\n".join(lines)

@@ -92,6 +92,7 @@ WRITE_PATH_EVENTS = (
     ("os.utime", 1, (3,)),
     ("os.chmod", 1, (2,)),
 )
+WRITE_PATH_NAMES = frozenset(name for name, _, _ in WRITE_PATH_EVENTS)
 READ_PATH_EVENTS = frozenset({"os.listdir", "os.scandir"})
 DEVICES = frozenset({"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"})
 
@@ -120,15 +121,23 @@ def disarm() -> None:
                 setattr(mod, attr, refuse)
 
 
-def install(tmp_dir: str, read_roots: tuple[str, ...], allow_fork: bool = False) -> None:
-    """Install the policy hook for the rest of this process's life.
+def policy(tmp_dir: str, read_roots: tuple[str, ...], allow_fork: bool = False) -> tuple:
+    """The hook's settings (immutable), computed once in the zygote for every program's process.
 
     ``allow_fork``: inside the wall a paused program forks its continuation (runner.py); seccomp
     stops any exec, and the worker kills whatever a program leaves behind."""
     tmp = os.path.normpath(os.path.abspath(tmp_dir))
     read_prefixes = tuple(os.path.normpath(os.path.abspath(r)).rstrip("/") + "/" for r in read_roots)
     denied_events = DENIED_EVENTS - {"os.fork"} if allow_fork else DENIED_EVENTS
-    sys.addaudithook(_make_hook(tmp, read_prefixes, denied_events))
+    return tmp, read_prefixes, denied_events
+
+
+def install(settings: tuple) -> None:
+    """Install the policy hook (settings from ``policy``) for the rest of this process's life.
+
+    The hook itself is made here, in the program's process: no object outside the interpreter's
+    hook list refers to it."""
+    sys.addaudithook(_make_hook(*settings))
 
 
 def _make_hook(tmp: str, read_prefixes: tuple[str, ...], denied_events: frozenset[str]):
@@ -137,7 +146,7 @@ def _make_hook(tmp: str, read_prefixes: tuple[str, ...], denied_events: frozense
     read_prefixes = read_prefixes + (tmp_slash,)
     devices, denied_prefixes, denied_imports = DEVICES, DENIED_PREFIXES, DENIED_IMPORTS
     write_events = WRITE_PATH_EVENTS
-    write_names = frozenset(name for name, _, _ in WRITE_PATH_EVENTS)
+    write_names = WRITE_PATH_NAMES
     read_events = READ_PATH_EVENTS
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     str_type, bytes_type, int_type, none_type = str, bytes, int, type(None)

@@ -81,14 +81,12 @@ def mapped_bytes() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-def confine(limits: dict, tmp_dir: str, base_bytes: int) -> None:
-    """Confine the calling (just forked) program process; raises on failure.
+def rlimits(limits: dict, base_bytes: int) -> tuple[tuple[int, tuple[int, int]], ...]:
+    """The ``(resource, (soft, hard))`` settings of one program: lower than now, never raisable again.
 
-    Own process group first (so a worker without a PID namespace can kill all
-    it starts), then the temp dir, then lower limits (never raisable again).
-    """
-    os.setpgid(0, 0)
-    os.chdir(tmp_dir)
+    Computed once in the zygote: its program processes inherit its limits, so the result is the
+    same there, and a forked child only makes the calls (less of the zygote's heap touched, and so
+    copied)."""
     cpu = cpu_seconds(limits["cpu_s"], limits["timeout_s"])
     settings = (
         # SIGXCPU at the soft limit, SIGKILL one second later if SIGXCPU is ignored.
@@ -98,12 +96,26 @@ def confine(limits: dict, tmp_dir: str, base_bytes: int) -> None:
         (resource.RLIMIT_NOFILE, limits["max_open_files"], None),
         (resource.RLIMIT_CORE, 0, None),
     )
+    out = []
     for which, soft, hard in settings:
         _, old_hard = resource.getrlimit(which)
         hard = soft if hard is None else hard
         if old_hard != resource.RLIM_INFINITY:
             soft, hard = min(soft, old_hard), min(hard, old_hard)
-        resource.setrlimit(which, (soft, hard))
+        out.append((which, (soft, hard)))
+    return tuple(out)
+
+
+def confine(settings: tuple[tuple[int, tuple[int, int]], ...], tmp_dir: str) -> None:
+    """Confine the calling (just forked) program process; raises on failure.
+
+    Own process group first (so a worker without a PID namespace can kill all
+    it starts), then the temp dir, then the limits of ``rlimits``.
+    """
+    os.setpgid(0, 0)
+    os.chdir(tmp_dir)
+    for which, limit in settings:
+        resource.setrlimit(which, limit)
 
 
 def limit_processes(n: int) -> None:

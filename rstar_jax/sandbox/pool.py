@@ -33,6 +33,10 @@ from rstar_jax.sandbox.worker import needs_heavy
 from rstar_jax.sandbox.workers import Worker, descendants, readable, shutdown
 
 KINDS = ("lean", "heavy")
+# Default lean workers per CPU: a worker's CPU idles while it waits for a program's process to be
+# scheduled, to start, to exit; twice as many as CPUs hide that (~16 MB each, measured in
+# docs/SANDBOX.md). Heavy workers (~80 MB each, costly programs) stay at one per CPU.
+LEAN_WORKERS_PER_CPU = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +67,8 @@ class Sandbox:
     '42\\n'
 
     Args:
-      num_workers: worker processes per kind; default: the CPUs this process may use.
+      num_workers: worker processes per kind; default: ``LEAN_WORKERS_PER_CPU`` lean workers per CPU this
+        process may use and one heavy worker per CPU (``workers_per_kind``).
       timeout_s, memory_mb, max_output_chars, cpu_s: see :class:`Limits`.
       cache_size: results kept in the LRU cache (0 disables it).
       strict: refuse to start without the OS-level wall (bubblewrap and seccomp).
@@ -71,7 +76,9 @@ class Sandbox:
       incremental: keep the paused processes of successful programs so that a program extending one
         runs only its new statements; ``max_states`` of them per worker (LRU). A program's process
         is kept only once it has used ``continue_after_ms`` of CPU: a continuation costs one fork
-        more than a fresh run, so cheaper paths are re-run.
+        and more hand-offs than a fresh run (~0.5 ms more CPU, a few ms more latency), so cheaper paths
+        are re-run (a cheap program's process has used ~0.5 ms; the margin absorbs CPU time inflated
+        on a busy machine).
       audit_hook: install the audit hook in each program's process (early, friendlier errors; False
         leaves only the OS-level wall, which the hostile tests use to show that it holds on its own).
       max_batch: jobs sent to a worker at once.
@@ -91,18 +98,18 @@ class Sandbox:
         wall: bool = True,
         incremental: bool = True,
         max_states: int = 64,
-        continue_after_ms: float = 3.0,
+        continue_after_ms: float = 5.0,
         audit_hook: bool = True,
         max_batch: int = 16,
         recycle_after: int = 100_000,
         start_timeout_s: float = 120.0,
     ):
-        if num_workers is None:
-            num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if num_workers < 1 or max_batch < 1 or recycle_after < 1 or max_states < 0:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.workers_per_kind = {"lean": num_workers or LEAN_WORKERS_PER_CPU * cpus, "heavy": num_workers or cpus}
+        if (num_workers is not None and num_workers < 1) or max_batch < 1 or recycle_after < 1 or max_states < 0:
             raise ValueError("num_workers, max_batch and recycle_after must be >= 1, max_states >= 0")
         self.limits = Limits(timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb, max_output_chars=max_output_chars)
-        self.num_workers = num_workers
+        self.num_workers = self.workers_per_kind["lean"]
         self.max_batch = max_batch
         self.recycle_after = recycle_after
         self.start_timeout_s = start_timeout_s
@@ -126,7 +133,7 @@ class Sandbox:
         self.continued = 0
         self._job_ids = itertools.count()
         self._finalizer = weakref.finalize(self, shutdown, self._workers, self._tmp_root)
-        self._start("lean", num_workers)
+        self._start("lean", self.workers_per_kind["lean"])
 
     # ------------------------------------------------------------------ public API
 
@@ -267,7 +274,7 @@ class Sandbox:
         jobs: dict[int, _Job] = {}
         for kind in KINDS:
             if queues[kind] and not any(w.kind == kind for w in self._workers):
-                self._start(kind, self.num_workers)
+                self._start(kind, self.workers_per_kind[kind])
         with selectors.DefaultSelector() as sel:
             while any(queues.values()) or any(w.inflight for w in self._workers):
                 for w in list(self._workers):

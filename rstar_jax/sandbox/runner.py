@@ -102,8 +102,24 @@ def _pausable():
 
 
 def prepare() -> tuple:
-    """What ``main`` needs, built once in the zygote before it forks (cheaper children)."""
-    return _runner(), _pausable()
+    """What ``main`` needs, built once in the zygote before it forks (cheaper children: a fresh
+    text stream alone would touch, and so copy, dozens of the zygote's pages in each child).
+
+    The streams on fds 1 and 2 are made while those fds are pipes, like the ones a program's
+    process will have there: they are not seekable. A program's process gets them unused."""
+    r, w = os.pipe()
+    saved = [os.dup(fd) for fd in (1, 2)]
+    try:
+        for fd in (1, 2):
+            os.dup2(w, fd)
+        streams = (_stream(1), _stream(2))
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(r)
+        os.close(w)
+    return _runner(), _pausable(), streams
 
 
 def main(code, keep_after: float | None, prepared: tuple) -> None:
@@ -116,18 +132,16 @@ def main(code, keep_after: float | None, prepared: tuple) -> None:
     builtins or modules cannot change how its continuation is run or reported."""
     _exit, write, fork, waitpid, read, stop = os._exit, os.write, os.fork, os.waitpid, os.read, signal.raise_signal
     compile_, getpid, from_bytes, str_, decode = compile, os.getpid, int.from_bytes, str, bytes.decode
-    getppid, sched_yield, process_time = os.getppid, os.sched_yield, time.process_time
-    (run, pausable), sigstop = prepared, signal.SIGSTOP
+    getppid, sched_yield, process_time, pipe, close = os.getppid, os.sched_yield, time.process_time, os.pipe, os.close
+    (run, pausable, streams), sigstop = prepared, signal.SIGSTOP
     # ``random`` reseeds itself from the OS in every forked child: fix it for fresh runs, carry it
     # over to continuations (a re-run path would have continued the same sequence).
     rng = getattr(sys.modules.get("random"), "_inst", None)
     getstate, setstate = (rng.getstate, rng.setstate) if rng is not None else (lambda: None, lambda s: None)
     if rng is not None:
         rng.seed(0)
-    out, err = _stream(1), _stream(2)
-    sys.stdout, sys.stderr = out, err
+    sys.stdout, sys.stderr = streams
     namespace = {"__name__": "__main__", "__builtins__": builtins}
-    streams = (out, err)
     while True:
         error = run(code, namespace)
         for stream in streams:
@@ -155,9 +169,13 @@ def main(code, keep_after: float | None, prepared: tuple) -> None:
             except BaseException:
                 _exit(0)
             if pid == 0:
+                gone_r, gone_w = pipe()
                 if fork():
                     _exit(0)  # orphan the grandchild: the worker (PID 1 here) becomes its parent
-                while getppid() != 1:
+                close(gone_w)
+                read(gone_r, 1)  # end of file once that child is exiting (sleeping, not spinning,
+                close(gone_r)  # which on a busy CPU would hold up its exit)
+                while getppid() != 1:  # reparenting follows a moment later
                     sched_yield()
                 write(ACK_FD, str_(getpid()).encode() + b"\n")
                 setstate(state)

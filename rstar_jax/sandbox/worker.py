@@ -4,9 +4,10 @@ Started by the pool (inside bubblewrap where available) as ``python -s -S
 worker.py CONFIG_JSON`` (by file path: no package, no JAX). It imports a fixed
 list of modules chosen at start, never what a program names, loads the
 zygote seccomp filter, then serves length-prefixed JSON requests on stdin:
-``{"jobs": [{"id", "code", "base", "keep"}]}``, answering each job with
-``{"id", "ok", "stdout", "error", "timed_out", "duration_s", "state",
-"evicted", "incremental"}``.
+``{"jobs": [{"id", "code", "base", "keep"}]}``, answering with
+``{"results": [...]}`` frames (a batch's results together, or every ``REPORT_S``),
+one ``{"id", "ok", "stdout", "error", "timed_out", "duration_s", "state",
+"evicted", "incremental"}`` per job.
 
 Per program: parse in the zygote (a syntax error needs no fork), fork, and in
 the child confine (limits.confine, the program seccomp filter, the audit hook)
@@ -86,6 +87,7 @@ np.linalg.solve(np.eye(2), np.ones(2)); np.roots([1, 0, -1]); np.polyfit([0, 1, 
 """
 ERR_TAIL = 4096  # bytes of stderr kept: only its last line is read
 ANNOUNCE_S = 2.0  # how long a paused state may take to announce its continuation's process
+REPORT_S = 0.05  # results of a batch are sent together, or after this long
 
 
 def imported_modules(code: str) -> set[str]:
@@ -105,6 +107,8 @@ def imported_modules(code: str) -> set[str]:
 
 def needs_heavy(code: str) -> bool:
     """Whether a program should go to a worker with numpy/sympy loaded (speed only)."""
+    if not any(root in code for root in HEAVY_ROOTS):  # most programs: no AST needed (parent CPU)
+        return False
     return any(name.partition(".")[0] in HEAVY_ROOTS for name in imported_modules(code))
 
 
@@ -180,16 +184,29 @@ class Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         self.prepared = runner.prepare()
+        # Prepared here once rather than in every program's process (which would touch, and so
+        # copy, more of the zygote's pages): rlimits, the audit hook's settings, disarmed functions.
+        self.rlimits = limits.rlimits(lim, limits.mapped_bytes())
+        self.guard = guard.policy(self.tmp_dir, self.read_roots, self.max_states > 0) if cfg["audit_hook"] else None
+        if self.guard is not None:
+            guard.disarm()  # the zygote needs none of them; every program's process inherits this
         gc.collect()
         gc.freeze()  # children then never touch (and so never copy) the zygote's objects in a collection
-        self.base_bytes = limits.mapped_bytes()
 
     def serve(self, fd_in: int, fd_out: int) -> None:
+        """Answer each batch of jobs in as few frames as possible (each write wakes the parent), but
+        at least every ``REPORT_S``: the parent's watchdog sees progress, and results stream."""
         for message in protocol.iter_frames(fd_in):
+            results, since = [], time.monotonic()
             for job in message["jobs"]:
                 result = self.run_job(job)
                 result["evicted"], self.evicted = self.evicted, []
-                protocol.write_frame(fd_out, {**result, "id": job["id"]})
+                results.append({**result, "id": job["id"]})
+                if time.monotonic() - since > REPORT_S:
+                    protocol.write_frame(fd_out, {"results": results})
+                    results, since = [], time.monotonic()
+            if results:
+                protocol.write_frame(fd_out, {"results": results})
 
     # ------------------------------------------------------------------ one job
 
@@ -198,14 +215,15 @@ class Zygote:
         max_len = self.cfg["limits"]["max_program_chars"]
         if len(text) > max_len:
             return _result(False, "", f"ValueError: program longer than {max_len} characters")
-        try:
-            tree = ast.parse(text, "<string>")
-            code = compile(tree, "<string>", "exec", dont_inherit=True)
+        try:  # straight from source: a Python AST round trip would cost (and dirty) more
+            code = compile(text, "<string>", "exec", dont_inherit=True)
         except Exception as e:  # SyntaxError, ValueError (NUL bytes), MemoryError, RecursionError, ...
             return _result(False, "", runner.truncate(runner.format_error(e), self.max_chars))
         base = self.states.get(job.get("base"))
+        tree = None  # parsed only when statements must be counted (continuing or keeping a state)
         if base is not None:
-            suffix = _suffix(base, text, tree)
+            tree = _parse(text)
+            suffix = _suffix(base, text, tree) if tree is not None else None
             if suffix is not None:
                 result = self._continue(base, suffix, text, tree, keep)
                 if result is not None:
@@ -351,7 +369,8 @@ class Zygote:
         out = base.out.extended(o["out"]) if base else o["out"]
         state = None
         if o["stopped"]:
-            if keep and self._dir_empty():
+            tree = (tree or _parse(text)) if keep else None
+            if tree is not None and self._dir_empty():
                 sid = self.next_sid
                 self.next_sid += 1
                 elapsed = (base.elapsed if base else 0.0) + duration
@@ -365,7 +384,7 @@ class Zygote:
             res = self._failure(o, out)
         if t.refs == 0:
             t.close()
-        self._clean()
+        self._clean(None if base else pid)
         res["state"] = state
         res["duration_s"] = duration
         return res
@@ -413,10 +432,15 @@ class Zygote:
         if state.tree.refs == 0:
             state.tree.close()
 
-    def _clean(self) -> None:
-        """After every program: kill what it left behind, reap, empty the temp dir."""
+    def _clean(self, group: int | None = None) -> None:
+        """After every program: kill what it left behind, reap, empty the temp dir.
+
+        ``group``: the process group of a fresh program. Its processes cannot leave it (the program
+        filter refuses setpgid/setsid), so when it is empty nothing was left behind: no sweep of /proc."""
         keep = {s.pid for s in self.states.values()}
-        if self.walled:  # our PID namespace holds only us, the states and leftovers
+        fast = group is not None and self.program_filter is not None and _group_empty(group)
+        if self.walled and not fast:
+            # our PID namespace holds only us, the states and leftovers
             keep.update((1, os.getpid()))
             for name in os.listdir("/proc"):
                 if name.isdigit() and int(name) not in keep:
@@ -443,21 +467,19 @@ class Zygote:
     def _child(self, code, keep_after: float | None, fds: tuple[int, int, int, int]) -> None:
         status = 70
         try:
-            # Copies above every fd in use first: a source may sit on another one's target.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1 + max(fds)) for fd in fds]
-            for target, fd in zip((1, 2, runner.CMD_FD, runner.ACK_FD), high):
+            if min(fds) < runner.FIRST_FREE_FD:  # copies above every fd in use first: a source
+                fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1 + max(fds)) for fd in fds]  # may sit on a target
+            for target, fd in zip((1, 2, runner.CMD_FD, runner.ACK_FD), fds):
                 os.dup2(fd, target)
             os.closerange(runner.FIRST_FREE_FD, os.sysconf("SC_OPEN_MAX"))
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             gc.disable()  # the frozen heap is never collected anyway; one short program needs no cycle GC
-            limits.confine(self.cfg["limits"], self.tmp_dir, self.base_bytes)
+            limits.confine(self.rlimits, self.tmp_dir)
             if self.program_filter is not None:
                 self.program_filter.load_inherited()  # the zygote's filter set no_new_privs
-            if self.cfg["audit_hook"]:
-                guard.disarm()
-            if self.cfg["audit_hook"]:
-                guard.install(self.tmp_dir, self.read_roots, allow_fork=self.max_states > 0)
+            if self.guard is not None:
+                guard.install(self.guard)
             runner.main(code, keep_after, self.prepared)
         except BaseException as e:
             os.write(2, f"\nSandboxError: confinement failed: {runner.format_error(e)}\n".encode())
@@ -465,17 +487,20 @@ class Zygote:
             os._exit(status)
 
 
+def _parse(text: str) -> ast.Module | None:
+    try:
+        return ast.parse(text, "<string>")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+
+
 def _suffix(base: State, text: str, tree) -> str | None:
     """``text`` minus ``base.text`` when that split is at a top-level statement boundary."""
     if not (text.startswith(base.text) and base.text.endswith("\n")) or len(tree.body) < base.n_stmts:
         return None
     suffix = text[len(base.text) :]
-    try:
-        if len(ast.parse(suffix).body) != len(tree.body) - base.n_stmts:
-            return None
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return None
-    return suffix
+    parsed = _parse(suffix)
+    return suffix if parsed is not None and len(parsed.body) == len(tree.body) - base.n_stmts else None
 
 
 def _result(ok: bool, stdout: str, error: str | None, timed_out: bool = False) -> dict:
@@ -486,6 +511,16 @@ def _wstatus(info) -> int:
     if info.si_code == os.CLD_EXITED:
         return (info.si_status & 0xFF) << 8
     return info.si_status & 0x7F  # killed or dumped: the signal number
+
+
+def _group_empty(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def _kill(pid: int) -> None:

@@ -88,7 +88,7 @@ class Worker:
             self.pending = self.pending[n:]
 
     def receive(self) -> list[dict] | None:
-        """Messages that arrived; None when the worker has gone away."""
+        """Messages that arrived (one per job result, or the hello); None when the worker has gone away."""
         try:
             data = os.read(self.fd_out, 1 << 16)
         except OSError:
@@ -96,9 +96,10 @@ class Worker:
         if not data:
             return None
         try:
-            return self.reader.feed(data)
+            frames = self.reader.feed(data)
         except protocol.ProtocolError:
             return None
+        return [msg for frame in frames for msg in (frame["results"] if "results" in frame else [frame])]
 
     def log_tail(self, n: int = 2000) -> str:
         try:

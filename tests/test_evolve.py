@@ -52,8 +52,7 @@ def _outputs(out: str) -> dict:
     files = {}
     for rel in (
         "problems/train.jsonl",
-        "round1/search/shard_000/trees.jsonl",
-        "round1/search/shard_001/trees.jsonl",
+        "round1/search/trees.jsonl",
         "round1/data/sft.jsonl",
         "round1/data/pairs.jsonl",
         "round2/data/sft.jsonl",
@@ -95,7 +94,7 @@ def test_run_writes_every_artifact(uninterrupted):
         for key in ("policy_greedy_acc", "mcts_ppm_acc", "bon_orm_acc", "sc_acc", "train_solved_share"):
             assert 0.0 <= r[key] <= 1.0, key
         assert set(r["tokens"]) == {"greedy", "mcts", "bon", "sc"} and r["tokens"]["mcts"] > 0
-    assert not [f for f in os.listdir(os.path.join(out, "round1", "search")) if ".partial" in f or "progress" in f]
+    assert not [f for f in os.listdir(os.path.join(out, "round1")) if ".partial" in f or "progress" in f]
 
 
 def test_resume_after_crashes_matches_uninterrupted(uninterrupted, tmp_path, monkeypatch):
@@ -107,14 +106,14 @@ def test_resume_after_crashes_matches_uninterrupted(uninterrupted, tmp_path, mon
 
     def crash_in_second_batch(*args, **kw):
         calls.append(1)
-        if len(calls) == 2:  # inside shard 0: its first batch is saved, the second is lost
+        if len(calls) == 2:  # inside shard 0 of 2: its first batch is saved, the second is lost
             raise KeyboardInterrupt("killed inside a search shard")
         return real_run_mcts(*args, **kw)
 
     monkeypatch.setattr(mcts, "run_mcts", crash_in_second_batch)
     with pytest.raises(KeyboardInterrupt):
         evolve_mod.run(cfg, out)
-    assert os.path.getsize(os.path.join(out, "round1/search/shard_000.progress.jsonl")) > 0
+    assert os.path.getsize(os.path.join(out, "round1/search.progress/s0000of0002.jsonl")) > 0
     monkeypatch.setattr(mcts, "run_mcts", real_run_mcts)
 
     def crash_between_stages(*args, **kw):
@@ -288,14 +287,14 @@ def test_synthetic_evolve_with_an_hf_round1_policy(tmp_path_factory):
         f"schedule=[{{policy: {policy}, search: {search}}}, {{search: {{mode: terminal}}, problems: unsolved}}]",
     )
     evolve_mod.run(cfg, out)
-    round1 = read_records(os.path.join(out, "round1/search/shard_000/trees.jsonl"))
+    round1 = read_records(os.path.join(out, "round1/search/trees.jsonl"))
     assert [r.problem_id for r in round1] == [p.id for p in train]
     assert all(r.meta["mode"] == "terminal" for r in round1)
     solved = {r.problem_id for r in round1 if any(n.correct for n in r.nodes)}
     assert {p.id for p in taught} <= solved  # the HF policy wrote the solutions it was taught
     sft = read_sft(os.path.join(out, "round1/data/sft.jsonl"))
     assert {x.problem_id for x in sft} == solved
-    round2 = read_records(os.path.join(out, "round2/search/shard_000/trees.jsonl"))
+    round2 = read_records(os.path.join(out, "round2/search/trees.jsonl"))
     assert {r.problem_id for r in round2} == {p.id for p in train} - solved
     rows = json.load(open(os.path.join(out, "report.json")))["rounds"]
     assert [r["round"] for r in rows] == [1, 2] and rows[0]["train_solved_share"] == len(solved) / len(train)
@@ -333,7 +332,7 @@ def test_real_problem_file_with_an_hf_bootstrap_and_few_shot_prompt(tmp_path_fac
         "test": len(load_problems(os.path.join(DATA, "math500", "test.jsonl"))),
         "skipped_train": 1,
     }
-    trees = read_records(os.path.join(out, "round1/search/shard_000/trees.jsonl"))
+    trees = read_records(os.path.join(out, "round1/search/trees.jsonl"))
     assert [r.gold for r in trees] == [p.answer for p in load_problems(GSM8K, limit=3)]
     first = trees[0]  # GSM8K's first problem, the one the policy was taught
     assert first.question == problem.question
@@ -392,7 +391,7 @@ def test_solve_rate_selection_reads_the_previous_rounds_trees(uninterrupted):
 
     wd = WorkDir(uninterrupted)
     train = evolve_mod.prepare_problems(tiny_config(), wd)[0]
-    records = [r for s in ("shard_000", "shard_001") for r in read_records(wd.path("round1/search", s, "trees.jsonl"))]
+    records = read_records(wd.path("round1/search", "trees.jsonl"))
     rates = {}
     for r in records:
         answers = [n for n in r.nodes if n.answer is not None]

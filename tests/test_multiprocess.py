@@ -79,3 +79,35 @@ def test_two_processes_write_the_trees_of_one(tmp_path):
     assert _trees(out) == one
     summary = json.loads((out / "summary.json").read_text())
     assert 0 < summary["searched"] < 12  # resumed: what the killed run finished was not searched again
+
+
+def test_two_process_evolve_writes_the_round_of_one(tmp_path):
+    """A one-round evolve at CI size: both processes search their shards and train as data-parallel
+    replicas; the main one merges, extracts, evaluates and reports. Same trees, data and report as
+    one process."""
+    from tests.test_evolve import TINY
+
+    def evolve(out, n: int) -> None:
+        base = [sys.executable, "-m", "rstar_jax.cli", "evolve", "--config", "configs/demo_quick.yaml"]
+        args = [*base, "--out", str(out), *TINY, "rounds=1", "search_shards=2", "eval.methods=[greedy]"]
+        if n == 1:
+            cmds = [args]
+        else:
+            coord = f"localhost:{_free_port()}"
+            cmds = [[*args, "--coordinator", coord, "--num-processes", "2", "--process-id", str(i)] for i in range(2)]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+        procs = [
+            subprocess.Popen(c, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for c in cmds
+        ]
+        _finish(procs)
+
+    evolve(tmp_path / "one", 1)
+    evolve(tmp_path / "two", 2)
+    for rel in ("round1/search/trees.jsonl", "round1/data/sft.jsonl", "round1/data/pairs.jsonl"):
+        assert (tmp_path / "two" / rel).read_text() == (tmp_path / "one" / rel).read_text(), rel
+    rows = [json.loads((tmp_path / d / "report.json").read_text())["rounds"] for d in ("one", "two")]
+    for row in (*rows[0], *rows[1]):
+        row.pop("seconds")
+    assert rows[0] == rows[1]

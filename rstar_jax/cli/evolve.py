@@ -7,18 +7,22 @@ import json
 import os
 
 from rstar_jax.cli.inference import add_dtype_arguments, dtype_overrides
+from rstar_jax.distributed import add_cluster_arguments
 
 
 def _evolve(args) -> int:
     from rstar_jax.config import load_config
+    from rstar_jax.distributed import cluster_from_args, initialize
     from rstar_jax.evolve.config import EvolveConfig
     from rstar_jax.evolve.driver import run
 
     # the policies a run loads (each round's search, the evaluation's MCTS) take --dtype/--tensor-parallel
     placement = dtype_overrides(args, "bootstrap_search.", "policy_search.", "eval.mcts.")
     cfg = load_config(EvolveConfig, args.config, [*placement, *args.overrides])
-    run(cfg, args.out, restart=args.restart)
-    print(f"report: {os.path.join(args.out, 'report.md')}")
+    cluster = initialize(cluster_from_args(args))
+    run(cfg, args.out, restart=args.restart, cluster=cluster)
+    if cluster.is_main:
+        print(f"report: {os.path.join(args.out, 'report.md')}")
     return 0
 
 
@@ -99,6 +103,7 @@ def add_parser(sub) -> None:
         help="discard the run already in --out (what evolve wrote there) and start over with these settings",
     )
     add_dtype_arguments(p)
+    add_cluster_arguments(p)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2 sft.steps=100")
     p.set_defaults(func=_evolve)
 

@@ -25,6 +25,7 @@ from rstar_jax.models.tokenizer import add_step_tokens, load_tokenizer
 from rstar_jax.models.transformer import init_params
 from rstar_jax.steps import build_prompt
 from rstar_jax.train.copy_warmup import copy_warmup
+from rstar_jax.train.trainer import gather_params
 
 
 def build_base_model(spec: BaseModelSpec, problems: Sequence, out_dir: str, seed: int = 0) -> dict:
@@ -63,8 +64,10 @@ def build_base_model(spec: BaseModelSpec, problems: Sequence, out_dir: str, seed
                 os.path.join(out_dir, "copy_warmup"),
                 dataclasses.replace(spec.copy_warmup, seed=seed),
             )
-    save_hf(config, params, out_dir)
-    save_tokenizer(tokenizer, out_dir) if not spec.init else tokenizer.save_pretrained(out_dir)
+            params = gather_params(params)  # from the training mesh (a collective across processes)
+    if jax.process_index() == 0:  # every process of a run built the same model: one writes it
+        save_hf(config, params, out_dir)
+        save_tokenizer(tokenizer, out_dir) if not spec.init else tokenizer.save_pretrained(out_dir)
     return {
         "source": source,
         "parameters": config.num_params(),

@@ -69,7 +69,8 @@ class EvolveConfig:
                             with the fewest solutions in the previous round's data first (a laptop
                             budget spent where the previous round failed).
     final_extra_rollouts:   last round: extra rollouts for problems still unsolved.
-    search_shards:          shards per round's search (processes may share them).
+    search_shards:          hash shards of a round's search problems (0: one per process); shard s runs
+                            on process s mod N, so for a fixed count the trees are the same for any N.
     policy_init:            "base": each round's policy is trained again from the base model (the
                             paper); "previous": it continues from the previous round's policy (for
                             small compute budgets, where retraining from scratch each round wastes it).
@@ -89,7 +90,7 @@ class EvolveConfig:
     )
     policy_search_limit: int = 0
     final_extra_rollouts: int = 0
-    search_shards: int = 1
+    search_shards: int = 0
     policy_init: str = "base"
     accumulate_data: bool = True
     extract: ExtractConfig = ExtractConfig()

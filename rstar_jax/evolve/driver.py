@@ -25,6 +25,7 @@ import yaml
 
 from rstar_jax.config import load_config
 from rstar_jax.data.problems import Problem, load_problems, save_problems
+from rstar_jax.distributed import Cluster, barrier
 from rstar_jax.errors import UserError, one_line
 from rstar_jax.evolve.base_model import build_base_model
 from rstar_jax.evolve.config import EvolveConfig
@@ -48,8 +49,8 @@ from rstar_jax.sandbox import Sandbox
 from rstar_jax.search import mcts
 from rstar_jax.search.answers import solved_any
 from rstar_jax.search.config import SearchConfig
-from rstar_jax.search.expansion import SearchStats
-from rstar_jax.search.records import TreeRecord, read_records, write_records
+from rstar_jax.search.records import read_records, write_records
+from rstar_jax.search.sharded import gather, merged_stats, search_shards
 from rstar_jax.train.api import train_policy_folder, train_reward_folder
 from rstar_jax.train.examples import extract, read_pairs, read_sft, write_pairs, write_sft
 from rstar_jax.viewer import write_eval_page
@@ -78,14 +79,40 @@ def prepare_problems(
     return tuple(load_problems(p) if os.path.getsize(p) else [] for p in saved)  # no test file: no test problems
 
 
-def prepare_base(cfg: EvolveConfig, wd: WorkDir, train: list[Problem]) -> str:
-    """The base model folder (HF format + tokenizer): from ``model.init`` or from scratch."""
-    if not wd.done("base"):
-        with wd.unit("base") as tmp:
-            info = build_base_model(cfg.model, train, tmp, seed=cfg.seed)
+def prepare_base(cfg: EvolveConfig, wd: WorkDir, train: list[Problem], cluster: Cluster = Cluster()) -> str:
+    """The base model folder (HF format + tokenizer): from ``model.init`` or from scratch (its copy
+    warm-up trains on every process of the run, ``_replicated_unit``)."""
+
+    def build(tmp: str) -> None:
+        info = build_base_model(cfg.model, train, tmp, seed=cfg.seed)
+        if cluster.is_main:
             atomic_write_json(os.path.join(tmp, "info.json"), info)
-        log(f"base model: {wd.info('base')}")
+
+    _replicated_unit(wd, "base", cluster, build)
     return wd.path("base")
+
+
+def _replicated_unit(wd: WorkDir, name: str, cluster: Cluster, fn) -> None:
+    """Run ``fn(folder)`` on every process of the run (a training job: its collectives and orbax
+    checkpoints span all of them, in one shared folder; the trainer writes outputs from process 0
+    only); the folder then becomes unit ``name``."""
+    if wd.done(name):
+        return
+    if not cluster.multi:
+        with wd.unit(name) as tmp:
+            fn(tmp)
+    else:
+        shared = wd.path(f".{name.replace('/', '__')}.replicas")  # the same path on every process
+        if cluster.is_main:
+            shutil.rmtree(shared, ignore_errors=True)  # an attempt that died: redone whole
+            os.makedirs(shared)
+        barrier(f"{name}/start", cluster)
+        fn(shared)
+        barrier(f"{name}/trained", cluster)
+        if cluster.is_main:
+            wd.commit(name, shared)
+        barrier(f"{name}/done", cluster)
+    log(f"{name}: {wd.info(name)}")
 
 
 # --- search --------------------------------------------------------------------------------
@@ -114,79 +141,44 @@ def round_problems(cfg: EvolveConfig, wd: WorkDir, rnd: Round, train: list[Probl
 def _solve_rates(wd: WorkDir, r: int) -> dict[str, float]:
     """Per problem searched in round r: the share of its tree's answers that are correct."""
     out = {}
-    for shard in sorted(os.listdir(wd.path(f"round{r}/search"))):
-        path = wd.path(f"round{r}/search", shard, "trees.jsonl")
-        for rec in read_records(path) if os.path.isfile(path) else []:
-            graded = [n.correct for n in rec.nodes if n.answer is not None]
-            out[rec.problem_id] = sum(map(bool, graded)) / len(graded) if graded else 0.0
+    for rec in read_records(wd.path(f"round{r}/search", "trees.jsonl")):
+        graded = [n.correct for n in rec.nodes if n.answer is not None]
+        out[rec.problem_id] = sum(map(bool, graded)) / len(graded) if graded else 0.0
     return out
 
 
-def search_round(cfg: EvolveConfig, wd: WorkDir, rnd: Round, train: list[Problem]) -> list:
-    """All shards of round r (claiming unfinished ones), then every shard's records in order."""
-
+def search_round(cfg: EvolveConfig, wd: WorkDir, rnd: Round, train: list[Problem], cluster: Cluster) -> list:
+    """Round r's trees: every process searches the hash shards it owns (``search.sharded``), then the
+    main process merges them into the ``round{r}/search`` unit."""
     r = rnd.index
-    train = round_problems(cfg, wd, rnd, train)
-    if not train:
-        raise UserError(
-            f"schedule[{r - 1}]: no training problems left to search with problems={rnd.problems!r}; "
-            "choose another selection"
-        )
-    scfg = rnd.search
-    n = cfg.search_shards
-    shards = [train[i::n] for i in range(n)]
-    names = [f"round{r}/search/shard_{i:03d}" for i in range(n)]
-    todo = [i for i in range(n) if not wd.done(names[i])]
-    if todo:
+    name = f"round{r}/search"
+    if not wd.done(name):
+        train = round_problems(cfg, wd, rnd, train)
+        if not train:
+            raise UserError(
+                f"schedule[{r - 1}]: no training problems left to search with problems={rnd.problems!r}; "
+                "choose another selection"
+            )
+        scfg, progress = rnd.search, wd.path(f"round{r}/search.progress")
         proposer, scorer = round_searchers(cfg, wd, rnd, train)
-        for i in todo:
-            if wd.claim(names[i]):
-                try:
-                    _search_shard(wd, names[i], shards[i], proposer, scorer, scfg)
-                finally:
-                    wd.release(names[i])
-    waiting = [nm for nm in names if not wd.done(nm)]
-    while waiting:  # other processes hold these shards
-        log(f"waiting for {len(waiting)} shard(s) held by other processes")
-        time.sleep(10)
-        waiting = [nm for nm in names if not wd.done(nm)]
-    return [rec for nm in names for rec in read_records(wd.path(nm, "trees.jsonl"))]
-
-
-def _search_shard(wd: WorkDir, name: str, problems, proposer, scorer, scfg: SearchConfig) -> None:
-
-    progress = wd.path(name + ".progress.jsonl")
-    os.makedirs(os.path.dirname(progress), exist_ok=True)
-    done = {rec.problem_id: rec for rec in _read_progress(progress)}
-    todo = [p for p in problems if p.id not in done]
-    stats = SearchStats()
-    log(f"{name}: {len(problems)} problems ({len(done)} already searched)")
-    with Sandbox() as sandbox, open(progress, "a") as f:
-        for i in range(0, len(todo), scfg.batch_size):
-            recs, st = mcts.run_mcts(todo[i : i + scfg.batch_size], proposer, sandbox, scfg, scorer)
-            stats.add(st)
-            for rec in recs:  # one line per finished problem: a kill loses at most this batch
-                f.write(rec.to_json() + "\n")
-                done[rec.problem_id] = rec
-            f.flush()
-            os.fsync(f.fileno())
-    with wd.unit(name) as tmp:
-        write_records(os.path.join(tmp, "trees.jsonl"), [done[p.id] for p in problems])
-        atomic_write_json(os.path.join(tmp, "info.json"), stats.as_dict())
-    os.remove(progress)
-
-
-def _read_progress(path: str) -> list:
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(TreeRecord.from_json(line))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                break  # a line cut short by a kill: everything after it is redone
-    return out
+        with Sandbox() as sandbox:
+            search_shards(
+                train,
+                lambda batch: mcts.run_mcts(batch, proposer, sandbox, scfg, scorer),
+                progress,
+                cluster,
+                cfg.search_shards or cluster.num_processes,
+                scfg.batch_size,
+                log,
+            )
+        barrier(f"{name}/searched", cluster)
+        if cluster.is_main:
+            with wd.unit(name) as tmp:
+                write_records(os.path.join(tmp, "trees.jsonl"), gather(train, progress))
+                atomic_write_json(os.path.join(tmp, "info.json"), merged_stats(progress, cluster).as_dict())
+            shutil.rmtree(progress)
+        barrier(f"{name}/merged", cluster)
+    return read_records(wd.path(name, "trees.jsonl"))
 
 
 # --- extraction and training -------------------------------------------------------------
@@ -223,30 +215,39 @@ def _carry_over(new: list, old: list) -> list:
     return new + [x for x in old if x.problem_id not in covered]
 
 
-def _train_unit(wd: WorkDir, name: str, train_fn, data_file: str, init: str, train_cfg, seed: int) -> str:
-    """Train one model as a unit; the trainer checkpoints into a stable ``NAME.ckpt`` folder, so a
-    kill mid-training resumes there. Returns the trained model's HF folder."""
+def _train_unit(
+    wd: WorkDir, name: str, train_fn, data_file: str, init: str, train_cfg, seed: int, cluster: Cluster
+) -> str:
+    """Train one model as a unit, every process a data-parallel replica; the trainer checkpoints into
+    a stable ``NAME.ckpt`` folder, so a kill mid-training resumes there. Returns its HF folder."""
+    ckpt = wd.path(name + ".ckpt")
+
+    def train(out: str) -> None:
+        info = train_fn(data_file, init, out, ckpt, train_cfg, seed=seed)
+        if cluster.is_main:
+            atomic_write_json(os.path.join(out, "info.json"), _portable(info))
+
     if not wd.done(name):
-        with wd.unit(name) as tmp:
-            info = train_fn(data_file, init, tmp, wd.path(name + ".ckpt"), train_cfg, seed=seed)
-            atomic_write_json(os.path.join(tmp, "info.json"), _portable(info))
-        shutil.rmtree(wd.path(name + ".ckpt"), ignore_errors=True)
-        log(f"{name}: {wd.info(name)}")
+        _replicated_unit(wd, name, cluster, train)
+        if cluster.is_main:
+            shutil.rmtree(ckpt, ignore_errors=True)
     return wd.path(name, "hf")
 
 
-def _train_policy(cfg: EvolveConfig, wd: WorkDir, rnd: Round, data_dir: str, init: str) -> str:
+def _train_policy(cfg: EvolveConfig, wd: WorkDir, rnd: Round, data_dir: str, init: str, cluster: Cluster) -> str:
     """Round r's policy, trained from ``init`` (the base model, or the previous round's policy)."""
     r = rnd.index
     sft = os.path.join(data_dir, "sft.jsonl")
-    return _train_unit(wd, f"round{r}/policy", train_policy_folder, sft, init, rnd.sft, cfg.seed * 1000 + r)
+    seed = cfg.seed * 1000 + r
+    return _train_unit(wd, f"round{r}/policy", train_policy_folder, sft, init, rnd.sft, seed, cluster)
 
 
-def _train_ppm(cfg: EvolveConfig, wd: WorkDir, rnd: Round, data_dir: str, policy: str) -> str:
+def _train_ppm(cfg: EvolveConfig, wd: WorkDir, rnd: Round, data_dir: str, policy: str, cluster: Cluster) -> str:
     """Round r's PPM, initialised from round r's policy, trained on this round's pairs."""
     r = rnd.index
     pairs = os.path.join(data_dir, "pairs.jsonl")
-    return _train_unit(wd, f"round{r}/ppm", train_reward_folder, pairs, policy, rnd.ppm, cfg.seed * 1000 + r)
+    seed = cfg.seed * 1000 + r
+    return _train_unit(wd, f"round{r}/ppm", train_reward_folder, pairs, policy, rnd.ppm, seed, cluster)
 
 
 def _portable(info: dict) -> dict:
@@ -255,49 +256,72 @@ def _portable(info: dict) -> dict:
 
 
 # --- the loop ------------------------------------------------------------------------------
-def run(cfg: EvolveConfig, out: str, restart: bool = False) -> dict:
+def run(cfg: EvolveConfig, out: str, restart: bool = False, cluster: Cluster = Cluster()) -> dict:
     """Run (or resume) every round; returns the report.
 
     The inputs are validated before anything is written to ``out``; the folder then records what
     the run was started with (``run.json``). Rerunning with the same config and inputs resumes;
-    different ones are refused unless ``restart``, which discards the folder's run first."""
+    different ones are refused unless ``restart``, which discards the folder's run first.
+
+    With several processes (``cluster``; ``out`` on a filesystem they share) each searches its own
+    shards and trains as a data-parallel replica; the main process opens the folder, merges the
+    search, extracts, evaluates and reports while the others wait at a barrier (docs/SCALE.md)."""
 
     loaded = load_inputs(cfg)
-    wd = _check_config(cfg, out, _run_record(cfg), restart)
-    train, test = prepare_problems(cfg, wd, loaded)
+    _main_only(cluster, "evolve/opened", lambda: _check_config(cfg, out, _run_record(cfg), restart))
+    wd = WorkDir(out)
+    _main_only(cluster, "evolve/problems", lambda: prepare_problems(cfg, wd, loaded))
+    train, test = prepare_problems(cfg, wd)
     evals = eval_problems(cfg, test)
-    base = prepare_base(cfg, wd, train)
+    base = prepare_base(cfg, wd, train, cluster)
     rows = []
     for rnd in resolve_all(cfg):
         r, t0 = rnd.index, time.time()
-        records = search_round(cfg, wd, rnd, train)
-        data_dir = extract_round(cfg, wd, r, records)
+        records = search_round(cfg, wd, rnd, train, cluster)
+        _main_only(cluster, f"round{r}/data", lambda: extract_round(cfg, wd, r, records))
+        data_dir = wd.path(f"round{r}/data")
         init = base if cfg.policy_init == "base" or r == 1 else wd.path(f"round{r - 1}/policy", "hf")
-        policy = _train_policy(cfg, wd, rnd, data_dir, init)
+        policy = _train_policy(cfg, wd, rnd, data_dir, init, cluster)
         ppm = None
         if wd.info(f"round{r}/data")["pairs"]:
-            ppm = _train_ppm(cfg, wd, rnd, data_dir, policy)
+            ppm = _train_ppm(cfg, wd, rnd, data_dir, policy, cluster)
         else:  # too few solutions to compare (a small run): no PPM, so no PPM-guided method this round
             log(f"round {r}: the search found no preference pairs; no PPM is trained this round")
         name = f"round{r}/eval"
-        if not wd.done(name):
-            with wd.unit(name) as tmp:
-                ecfg = cfg.eval if ppm else dataclasses.replace(cfg.eval, methods=_without_ppm(cfg.eval.methods))
-                metrics = evaluate_round(policy, ppm, evals, ecfg, tmp, seed=cfg.seed)
-                write_eval_page(tmp, title=f"Round {r} evaluation trees")  # trees.html: every method's trees
-                metrics.update(
-                    round=r,
-                    train_solved_share=wd.info(f"round{r}/data")["train_solved_share"],
-                    sft_examples=wd.info(f"round{r}/data").get("sft_examples"),
-                    ppm_pairs=wd.info(f"round{r}/data").get("pairs"),
-                    train_problems=len(train),
-                    skipped_train_problems=wd.info("problems").get("skipped_train", 0),
-                )
-                atomic_write_json(os.path.join(tmp, "info.json"), metrics)
-            log(f"round {r} done in {time.time() - t0:.0f} s: {wd.info(name)}")
+        _main_only(cluster, name, lambda: _evaluate_round(cfg, wd, r, policy, ppm, evals, len(train), t0))
         rows.append(wd.info(name))
-        write_report(rows, out, cfg)
+        if cluster.is_main:
+            write_report(rows, out, cfg)
     return {"rounds": rows}
+
+
+def _main_only(cluster: Cluster, name: str, fn) -> None:
+    """Run ``fn`` on the main process only; every process waits at the barrier ``name`` until it is done."""
+    if cluster.is_main:
+        fn()
+    barrier(name, cluster)
+
+
+def _evaluate_round(cfg: EvolveConfig, wd: WorkDir, r: int, policy: str, ppm, evals, n_train: int, t0: float):
+    """The ``round{r}/eval`` unit: every method on the held-out problems, plus the round's data stats."""
+    name = f"round{r}/eval"
+    if wd.done(name):
+        return
+    with wd.unit(name) as tmp:
+        ecfg = cfg.eval if ppm else dataclasses.replace(cfg.eval, methods=_without_ppm(cfg.eval.methods))
+        metrics = evaluate_round(policy, ppm, evals, ecfg, tmp, seed=cfg.seed)
+        write_eval_page(tmp, title=f"Round {r} evaluation trees")  # trees.html: every method's trees
+        data = wd.info(f"round{r}/data")
+        metrics.update(
+            round=r,
+            train_solved_share=data["train_solved_share"],
+            sft_examples=data.get("sft_examples"),
+            ppm_pairs=data.get("pairs"),
+            train_problems=n_train,
+            skipped_train_problems=wd.info("problems").get("skipped_train", 0),
+        )
+        atomic_write_json(os.path.join(tmp, "info.json"), metrics)
+    log(f"round {r} done in {time.time() - t0:.0f} s: {wd.info(name)}")
 
 
 def _without_ppm(methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -310,7 +334,7 @@ def _without_ppm(methods: tuple[str, ...]) -> tuple[str, ...]:
 _RUN_ENTRIES = (
     r"\.?(config\.yaml|run\.json|manifest(\.json)?|problems|base|round\d+|report\.(md|json)|accuracy_by_round\.png|tb)"
     r"(\..*)?",
-    r"\.round\d+__.*",  # claims of search shards
+    r"\.round\d+__.*",  # the shared folders of training replicas (and claims of older runs' shards)
 )
 
 

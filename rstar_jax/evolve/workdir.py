@@ -4,9 +4,9 @@ Every unit (a search shard, an extraction, a training run, an evaluation)
 writes into a temporary folder (``NAME.partial.HOST.PID``) that is renamed into
 place when complete, then is recorded in ``manifest.json``. Rerunning after a
 crash skips recorded units, so nothing finished is lost or repeated, and removes
-the partial folders of processes that are gone. Several processes (or hosts on a
-shared filesystem) can split a round's search shards by claiming them with
-exclusive lock files.
+the partial folders of processes that are gone. In a multi-process run only the
+main process writes units (``evolve.driver``); the manifest is still updated under
+a lock file.
 
 Run records (``run.json``): a command that writes a run folder (``evolve``,
 ``train-policy``, ``train-ppm``) records what it was started with (its config,
@@ -73,6 +73,11 @@ class WorkDir:
         shutil.rmtree(tmp, ignore_errors=True)  # this process's own, from an attempt that raised
         os.makedirs(tmp)
         yield tmp
+        self.commit(name, tmp)
+
+    def commit(self, name: str, tmp: str) -> None:
+        """Make the finished folder ``tmp`` unit ``name`` (renamed into place, then recorded)."""
+        final = self.path(name)
         info_file = os.path.join(tmp, "info.json")
         info = json.load(open(info_file)) if os.path.exists(info_file) else {}
         if os.path.exists(final):  # a stale copy from a run that died before recording it
@@ -103,28 +108,6 @@ class WorkDir:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
 
-    def claim(self, unit: str) -> bool:
-        """Claim an unfinished unit for this process; False if another live process has it."""
-        if self.done(unit):
-            return False
-        path = self.path(f".{unit.replace('/', '__')}.claim")
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
-                os.close(fd)
-                return True
-            except FileExistsError:
-                if not _stale(path, mine_ok=True):
-                    return False
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-        return False
-
-    def release(self, unit: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path(f".{unit.replace('/', '__')}.claim"))
-
     def sweep_partials(self, depth: int = 3) -> list[str]:
         """Remove the partial unit folders (down to ``depth`` levels) of processes that are gone."""
         removed = []
@@ -136,7 +119,7 @@ class WorkDir:
 
 
 # --- leftovers of processes that are gone --------------------------------------------------
-def _stale(lock_path: str, mine_ok: bool = False) -> bool:
+def _stale(lock_path: str) -> bool:
     """A lock is stale when its owner (on this host) is no longer running."""
     try:
         host, pid = open(lock_path).read().split()
@@ -144,8 +127,6 @@ def _stale(lock_path: str, mine_ok: bool = False) -> bool:
         return True
     if host != socket.gethostname():
         return False  # cannot tell for another host: trust it
-    if mine_ok and int(pid) == os.getpid():
-        return True
     try:
         os.kill(int(pid), 0)
         return False

@@ -103,8 +103,9 @@ def plan(args) -> dict:
 
 
 def markdown(p: dict) -> str:
+    rate = p["decode_tokens_per_s_per_chip"]
     out = [
-        f"{p['chip']}: decode {p['decode_tokens_per_s_per_chip']:,.0f} generated tokens/s per chip ({p['decode_source']})",
+        f"{p['chip']}: decode {rate:,.0f} generated tokens/s per chip ({p['decode_source']})",
         "",
         "| round | expansions | generated tokens | decode chip-h | prefill chip-h | train chip-h | total chip-h |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -2,7 +2,7 @@
 
 The bound is on the sum of ``size(value)`` over the entries: with the default size (1 an
 entry) it counts entries (the sandbox's result cache), with ``size=nbytes`` it counts
-bytes (the policy proposer's KV-prefix cache).
+bytes.
 """
 
 from __future__ import annotations

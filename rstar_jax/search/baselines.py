@@ -26,6 +26,7 @@ from rstar_jax.search.expansion import (
     answer_value,
     make_record,
     propose_and_expand,
+    release_kv,
     search_meta,
 )
 from rstar_jax.search.records import TreeRecord, root_path
@@ -105,6 +106,8 @@ def run_chains(
         )
         frontier = [(b, i, sid) for kids in expanded for b, i, sid, kid in kids if not kid.terminal]
         stats.iterations += 1
+    for p in problems:  # the proposer's node KV of these problems is no longer needed
+        release_kv(proposer, p.id)
     stats.seconds = time.perf_counter() - start
     return _records(forest, problems, cfg, "chains"), stats
 
@@ -136,5 +139,7 @@ def run_beam(
                     by_problem.setdefault(b, []).append((-(kid.score or 0.0), i))
         frontier = [(b, i, 0) for b, cands in sorted(by_problem.items()) for _, i in sorted(cands)[:width]]
         stats.iterations += 1
+    for p in problems:
+        release_kv(proposer, p.id)
     stats.seconds = time.perf_counter() - start
     return _records(forest, problems, cfg, "beam"), stats

@@ -120,7 +120,7 @@ def markdown(p: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chip", choices=sorted(CHIPS), default="h200")
     ap.add_argument("--decode-tokens-per-s", type=float, help="measured per-chip decode rate (default: roofline)")
@@ -135,7 +135,11 @@ def main(argv=None) -> None:
     ap.add_argument("--sft-per-problem", type=float, default=2.0, help="SFT trajectories kept per problem")
     ap.add_argument("--pairs-per-problem", type=float, default=8.0, help="PPM pairs per problem")
     ap.add_argument("--json", help="also write the plan here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     p = plan(args)
     print(markdown(p))
     if args.json:

@@ -55,7 +55,7 @@ def _search(args) -> int:
     from rstar_jax.sandbox import Sandbox
     from rstar_jax.search.answers import accuracy, solved_any
     from rstar_jax.search.loading import load_scorer
-    from rstar_jax.search.mcts import run_mcts
+    from rstar_jax.search.mcts import check_scorer, run_mcts
     from rstar_jax.search.records import write_records
     from rstar_jax.search.sharded import gather, merged_stats, search_shards
 
@@ -71,6 +71,7 @@ def _search(args) -> int:
     settings = _progress_settings(args, cfg, shards)
     proposer = load_proposer(args.policy, problems, cfg, few_shot=args.few_shot)
     scorer = load_scorer(args.ppm, None if args.policy == BOOTSTRAP else args.policy, cfg) if args.ppm else None
+    check_scorer(cfg, scorer)
     if cluster.is_main:
         _open_progress(progress, settings)
     barrier("search/start", cluster)

@@ -42,8 +42,7 @@ def run_mcts(
     progress: bool = True,
 ) -> tuple[list[TreeRecord], SearchStats]:
     """Search every problem; returns one TreeRecord per problem (input order) and telemetry."""
-    if cfg.mode == "ppm" and scorer is None:
-        raise UserError("mode='ppm' needs a scorer (the PPM: --ppm)")
+    check_scorer(cfg, scorer)
     records, stats = [], SearchStats()
     chunks = [problems[i : i + cfg.batch_size] for i in range(0, len(problems), cfg.batch_size)]
     for chunk in tqdm(chunks, desc="search", unit="batch", disable=not progress or len(chunks) < 2):
@@ -51,6 +50,12 @@ def run_mcts(
         records.extend(recs)
         stats.add(st)
     return records, stats
+
+
+def check_scorer(cfg: SearchConfig, scorer: Scorer | None) -> None:
+    """PPM mode needs the PPM (callers check before they write anything)."""
+    if cfg.mode == "ppm" and scorer is None:
+        raise UserError("mode='ppm' needs a scorer (the PPM: --ppm)")
 
 
 class _Rollouts:

@@ -352,3 +352,29 @@ def test_helpers():
     cache.put(b"c", 3)  # evicts b, the least recently used
     assert b"b" not in cache and cache.get(b"a") == 1 and cache.get(b"c") == 3
     assert (cache.hits, cache.misses) == (3, 0)
+
+
+def test_runs_from_a_checkout_under_tmp(tmp_path):
+    """The wall's /tmp is a tmpfs: a package (or venv) below the host's /tmp must still be visible
+    inside it (bound on top of the tmpfs), as in a fresh clone under /tmp; host files stay untouched."""
+    import shutil
+    import subprocess
+    import sys
+
+    assert str(tmp_path).startswith("/tmp/")
+    shutil.copytree(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rstar_jax"),
+        tmp_path / "rstar_jax",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    programs = ["print(6 * 7)", f"open({str(tmp_path / 'x')!r}, 'w').write('x')"]
+    code = (
+        "from rstar_jax.sandbox import Sandbox\n"
+        "with Sandbox() as sb:\n"
+        f"    r = sb.run_many({programs!r})\n"
+        "    print([(x.ok, x.stdout) for x in r], sb.isolation.walled)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "[(True, '42\\n'), (True, '')]" in out.stdout
+    assert not (tmp_path / "x").exists()  # written to the wall's tmpfs, not the host

@@ -138,10 +138,11 @@ def bwrap_command(iso: Isolation, disk_mb: int) -> list[str]:
             cmd += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             cmd += ["--ro-bind", d, d]
+    # the temp dir's tmpfs first: roots below it (a checkout or venv under /tmp) are bound on top of it
+    cmd += ["--size", str(disk_mb << 20), "--perms", "1777", "--tmpfs", WALL_TMP]
     for root in _roots(iso.python, iso.sys_path):
         cmd += ["--ro-bind", root, root]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
-    cmd += ["--size", str(disk_mb << 20), "--perms", "1777", "--tmpfs", WALL_TMP, "--chdir", WALL_TMP]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--chdir", WALL_TMP]
     return cmd
 
 

@@ -138,17 +138,30 @@ def bwrap_command(iso: Isolation, disk_mb: int) -> list[str]:
             cmd += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             cmd += ["--ro-bind", d, d]
-    # the temp dir's tmpfs first: roots below it (a checkout or venv under /tmp) are bound on top of it
-    cmd += ["--size", str(disk_mb << 20), "--perms", "1777", "--tmpfs", WALL_TMP]
     for root in _roots(iso.python, iso.sys_path):
-        cmd += ["--ro-bind", root, root]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--chdir", WALL_TMP]
+        cmd += ["--ro-bind", root, _inside(root, iso)]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
+    cmd += ["--size", str(disk_mb << 20), "--perms", "1777", "--tmpfs", WALL_TMP, "--chdir", WALL_TMP]
     return cmd
+
+
+def _inside(path: str, iso: Isolation) -> str:
+    """Where host ``path`` appears inside the wall: itself, except below the wall's temp dir (a
+    checkout or venv under /tmp), which its tmpfs would hide: those roots move to /opt/rstar-wall/I."""
+    if not (path == WALL_TMP or path.startswith(WALL_TMP + "/")):
+        return path
+    roots = _roots(iso.python, iso.sys_path)
+    i = next(i for i, r in enumerate(roots) if path == r or path.startswith(r + "/"))
+    return f"/opt/rstar-wall/{i}" + path[len(roots[i]) :]
 
 
 def worker_command(iso: Isolation, cfg: dict, cgroup_procs: tuple[str, ...] = ()) -> list[str]:
     """Command line of one worker: join its cgroups, enter the wall, run the zygote."""
-    python = [iso.python, "-s", "-S", WORKER_PATH, _json(cfg)]
+    if iso.bwrap:
+        cfg = {**cfg, "sys_path": [_inside(p, iso) for p in cfg["sys_path"]]}
+        python = [_inside(iso.python, iso), "-s", "-S", _inside(WORKER_PATH, iso), _json(cfg)]
+    else:
+        python = [iso.python, "-s", "-S", WORKER_PATH, _json(cfg)]
     wall = bwrap_command(iso, cfg["limits"]["disk_mb"]) + ["--"] if iso.bwrap else []
     if not cgroup_procs:
         return wall + python

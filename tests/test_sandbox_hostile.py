@@ -120,7 +120,8 @@ def corpus(canary: str, canary_dir: str) -> list[tuple[str, str, object]]:
         ("urllib", "import urllib.request\nurllib.request.urlopen('http://example.com', timeout=1)", denied),
         # files: writes, deletes, reads
         ("write home", f"open('{MARKERS[3]}', 'w').write('x')", denied),
-        ("write repo", f"open('{MARKERS[4]}', 'w').write('x')", denied),
+        # denied, or (a checkout under /tmp, whose packages the wall binds elsewhere) not there at all
+        ("write repo", f"open('{MARKERS[4]}', 'w').write('x')", lambda r: denied(r) or "FileNotFoundError" in r.error),
         ("write tmp", f"open('{M}', 'w').write('x')", anything),  # the wall's /tmp is the private tmpfs
         ("write shm", f"open('{MARKERS[1]}', 'w').write('x')", denied),
         (
@@ -405,7 +406,10 @@ def test_filesystem_view(wall):
     assert error_has("FileNotFoundError")(r[0]) and error_has("FileNotFoundError")(r[1])
     assert "tests" not in r[2].stdout  # the repository is not in the wall (only the sandbox package dir)
     assert all(error_has("Read-only file system", "Permission")(x) for x in r[3:6]), r[3:6]
-    assert "etc" not in r[6].stdout and "home" not in r[6].stdout and "work" in r[6].stdout, r[6]
+    from rstar_jax.sandbox import launch
+
+    top = launch._inside(launch.HERE, box.isolation).split("/")[1]  # where the package shows in the wall
+    assert "etc" not in r[6].stdout and "home" not in r[6].stdout and top in r[6].stdout, r[6]
     assert (host / "canary.txt").read_text() == "precious"
 
 

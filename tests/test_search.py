@@ -187,20 +187,16 @@ def test_baselines_run_and_account_tokens(problems, sandbox):
     assert all((n.prior is not None) == n.valid for r in beams for n in r.nodes[1:])
 
 
-@pytest.fixture(scope="module")
-def tiny_engine_pair(problems):
-    """A tiny random policy and PPM over the domain tokenizer (outputs are noise; structure is what counts)."""
-    import jax
-
+def _tiny_model(problems, **config):
+    """A domain tokenizer over the problems' reference solutions and a one-layer model config for it."""
     from rstar_jax.domain.tokenizer import train_domain_tokenizer
-    from rstar_jax.engine import Engine
-    from rstar_jax.models import ModelConfig, init_params, init_value_head
+    from rstar_jax.models import ModelConfig
     from rstar_jax.steps import build_prompt
 
     tok = train_domain_tokenizer(
         [build_prompt(p.question) + "".join(reference_solution(p)) for p in problems], vocab_size=300
     )
-    config = ModelConfig(
+    return tok, ModelConfig(
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=64,
@@ -208,10 +204,21 @@ def tiny_engine_pair(problems):
         num_heads=2,
         num_kv_heads=1,
         max_position_embeddings=512,
-        tie_word_embeddings=True,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        **config,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_engine_pair(problems):
+    """A tiny random policy and PPM over the domain tokenizer (outputs are noise; structure is what counts)."""
+    import jax
+
+    from rstar_jax.engine import Engine
+    from rstar_jax.models import init_params, init_value_head
+
+    tok, config = _tiny_model(problems, tie_word_embeddings=True)
     params = init_params(config, jax.random.key(0))
     pcfg, pparams = init_value_head(config, params, jax.random.key(1))
     return Engine(config, params, tok), Engine(pcfg, pparams, tok)
@@ -251,25 +258,11 @@ def step_policy(problems):
     """A tiny random policy tilted to end a step after a few tokens: trees of depth 4 to hold KV in."""
     import jax
 
-    from rstar_jax.domain.tokenizer import train_domain_tokenizer
     from rstar_jax.engine import Buckets, Engine
-    from rstar_jax.models import ModelConfig, init_params
-    from rstar_jax.steps import END_OF_STEP, build_prompt
+    from rstar_jax.models import init_params
+    from rstar_jax.steps import END_OF_STEP
 
-    tok = train_domain_tokenizer(
-        [build_prompt(p.question) + "".join(reference_solution(p)) for p in problems], vocab_size=300
-    )
-    config = ModelConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        max_position_embeddings=512,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
+    tok, config = _tiny_model(problems)
     params = init_params(config, jax.random.key(0))
     # a constant hidden feature, read by the step marker's logit only: a marker every ~4 tokens
     params["embed"]["embedding"] = params["embed"]["embedding"].at[:, 0].set(3.0)
